@@ -1,0 +1,145 @@
+"""Decode stage: file bytes → an RGB Pillow image the teachers can score, or a recorded reason why not.
+
+Every odd input is either converted (greyscale, RGBA, palette, CMYK, 16-bit, EXIF-rotated,
+animated) or rejected with a `DecodeError` whose message is the reason stored next to the path.
+Nothing here ever modifies the file on disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+)
+# Below this the NSS statistics of BRISQUE/PIQE (computed at two scales) are meaningless.
+MIN_SIDE = 32
+# Checked from the header, before any pixel is decoded: 200 MP covers every real camera.
+MAX_PIXELS = 200_000_000
+ORIGINAL_SIZE_KEY = "distill.original_size"
+
+
+class DecodeError(Exception):
+    """Why an input could not become an image; the message is what errors.parquet records."""
+
+
+@dataclass
+class Decoded:
+    image: Image.Image  # RGB, EXIF orientation applied, possibly draft-reduced
+    width: int  # original size after EXIF rotation, before any draft reduction
+    height: int
+    sha1: str  # of the file's bytes
+    notes: str = ""  # conversions applied, e.g. "cmyk->rgb"
+
+
+def _to_rgb(img: Image.Image) -> tuple[Image.Image, str]:
+    mode = img.mode
+    if mode == "RGB":
+        return img, ""
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        # 16-bit greyscale: Pillow's own convert() clips to 255 instead of rescaling.
+        values = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if values.max() > 255 or mode.startswith("I;16") else 255.0
+        grey = np.clip(values * (255.0 / top), 0, 255).round().astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB"), "16bit->8bit"
+    if mode == "F":
+        grey = np.clip(np.asarray(img, dtype=np.float64), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB"), "float->8bit"
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in img.info):
+        # Transparent pixels have undefined colour; judge the image as it shows on white.
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB"), f"{mode.lower()}->rgb on white"
+    return img.convert("RGB"), f"{mode.lower()}->rgb"
+
+
+def decode_bytes(
+    data: bytes,
+    *,
+    draft_size: int | None = None,
+    min_side: int = MIN_SIDE,
+    max_pixels: int = MAX_PIXELS,
+) -> Decoded:
+    """Decode image bytes. `draft_size` lets JPEG decode straight to ≥ that many px per side."""
+    if not data:
+        raise DecodeError("empty file (0 bytes)")
+    sha1 = hashlib.sha1(data).hexdigest()
+    try:
+        with warnings.catch_warnings():
+            # Our own max_pixels check below replaces Pillow's bomb warning.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise DecodeError("not an image: unrecognised format") from None
+    except Image.DecompressionBombError as exc:
+        raise DecodeError(f"decompression bomb: {exc}") from None
+
+    header_w, header_h = img.size
+    if header_w * header_h > max_pixels:
+        raise DecodeError(
+            f"decompression bomb: header claims {header_w}x{header_h} "
+            f"> {max_pixels} pixels (max_pixels)"
+        )
+    notes = []
+    if getattr(img, "n_frames", 1) > 1:
+        notes.append(f"animated: first of {img.n_frames} frames")
+    try:
+        orientation = img.getexif().get(0x0112, 1)
+        if draft_size and img.format == "JPEG":
+            img.draft("RGB", (draft_size, draft_size))
+        img.load()
+        img = ImageOps.exif_transpose(img)
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DecodeError(f"corrupt or truncated image: {exc}") from None
+
+    rotated = orientation in (5, 6, 7, 8)
+    width, height = (header_h, header_w) if rotated else (header_w, header_h)
+    if orientation not in (1, None):
+        notes.append(f"exif orientation {orientation} applied")
+    if min(width, height) < min_side:
+        raise DecodeError(f"too small: {width}x{height} (< {min_side} px per side)")
+
+    img, conversion = _to_rgb(img)
+    if conversion:
+        notes.append(conversion)
+    img.info[ORIGINAL_SIZE_KEY] = (width, height)
+    return Decoded(img, width, height, sha1, "; ".join(notes))
+
+
+def read_bytes(path: str | os.PathLike) -> bytes:
+    """Read a file, turning the OS's failures into recordable reasons."""
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise DecodeError("file not found (vanished or never existed)") from None
+    except PermissionError:
+        raise DecodeError("unreadable: permission denied") from None
+    except IsADirectoryError:
+        raise DecodeError("is a directory") from None
+    except OSError as exc:
+        raise DecodeError(f"unreadable: {exc.strerror or exc}") from None
+
+
+def decode_path(path: str | os.PathLike, **opts) -> Decoded:
+    return decode_bytes(read_bytes(path), **opts)
+
+
+def find_images(paths: list[str | os.PathLike]) -> list[Path]:
+    """Expand files and folders (recursively, by extension) into a sorted, de-duplicated list."""
+    found: dict[Path, None] = {}
+    for entry in map(Path, paths):
+        if entry.is_dir():
+            for child in sorted(entry.rglob("*")):
+                if child.is_file() and child.suffix.lower() in IMAGE_EXTENSIONS:
+                    found[child] = None
+        else:
+            found[entry] = None  # explicit files are kept even if missing: they get an error row
+    return list(found)

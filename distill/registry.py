@@ -1,0 +1,59 @@
+"""A name → factory registry shared by teachers and students (the timm / pyiqa pattern).
+
+Factories are named as "module:function" and imported on first use, so that listing what
+exists (`distill teachers`, `--help`) does not import torch, pyiqa and open_clip.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from distill.errors import ConfigError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Entry:
+    target: str  # "package.module:factory"
+    description: str
+
+    def load(self) -> Callable:
+        module, _, attr = self.target.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+class Registry(Generic[T]):
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, Entry] = {}
+
+    def add(self, name: str, target: str, description: str) -> None:
+        if name in self._entries:
+            raise ValueError(f"{self.kind} {name!r} is registered twice")
+        self._entries[name] = Entry(target, description)
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def describe(self, name: str) -> str:
+        return self._entries[name].description
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries
+
+    def create(self, name: str, **opts) -> T:
+        if name not in self._entries:
+            raise ConfigError(f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}")
+        factory = self._entries[name].load()
+        try:
+            return factory(**opts)
+        except TypeError as exc:
+            # A misspelt option becomes a config error naming the key, not a traceback.
+            if "unexpected keyword argument" in str(exc):
+                bad = str(exc).split("'")[1] if "'" in str(exc) else str(exc)
+                raise ConfigError(f"{self.kind} {name!r} has no option {bad!r}") from None
+            raise

