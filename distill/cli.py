@@ -73,18 +73,18 @@ def score(paths, teacher_names, options, fmt, embeddings, embedding_column, draf
     Each input gets one row; inputs that cannot be decoded or scored get an `error`
     column saying why, and the run goes on.
     """
-    from distill import label
+    from distill import score as scoring
 
-    names, teacher_options = label.expand_teacher_sets(
+    names, teacher_options = scoring.expand_teacher_sets(
         [n.strip() for n in teacher_names.split(",") if n.strip()])
-    for teacher, opts in label.parse_teacher_options(options).items():
+    for teacher, opts in scoring.parse_teacher_options(options).items():
         teacher_options.setdefault(teacher, {}).update(opts)
     if embeddings:
         if names != ["clip_aesthetic"]:
             raise DistillError("--embeddings is scored by --teachers clip_aesthetic alone")
         teacher_options.setdefault("clip_aesthetic", {})["embeddings_only"] = True
-        (teacher,) = label.build_teachers(names, teacher_options, weights_dir)
-        ids, matrix = label.read_embeddings(embeddings, embedding_column)
+        (teacher,) = scoring.build_teachers(names, teacher_options, weights_dir)
+        ids, matrix = scoring.read_embeddings(embeddings, embedding_column)
         scores = teacher.score_embeddings(matrix).scores
         rows = [{"id": i, "score_clip_aesthetic": float(s)} for i, s in zip(ids, scores)]
     else:
@@ -94,8 +94,8 @@ def score(paths, teacher_names, options, fmt, embeddings, embedding_column, draf
             paths = packaged_photos()
             click.echo(f"distill: no paths given; scoring the {len(paths)} sample photos that "
                        "scikit-image, matplotlib and pyiqa ship", err=True)
-        teachers = label.build_teachers(names, teacher_options, weights_dir)
-        result = label.score_paths(paths, teachers, draft_size=draft_size,
+        teachers = scoring.build_teachers(names, teacher_options, weights_dir)
+        result = scoring.score_paths(paths, teachers, draft_size=draft_size,
                                    progress=not no_progress and sys.stderr.isatty())
         rows = result.rows
         if result.errors:
@@ -133,6 +133,112 @@ def _cell(value) -> str:
     if isinstance(value, float):
         return "nan" if math.isnan(value) else f"{value:.4f}"
     return str(value)
+
+
+@main.command()
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="YAML config (see configs/label_*.yaml); the flags below override it.")
+@click.option("--source", default=None,
+              help="A folder, file list (.txt/.csv), parquet or tar shards; the kind is guessed.")
+@click.option("--teachers", "teacher_names", default=None,
+              help="Comma-separated teachers or a named set (default: offline).")
+@click.option("--out", default=None, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--shard-size", type=int, default=None, help="Inputs per shard (default 1000).")
+@click.option("--batch-size", type=int, default=None, help="Images per teacher batch (default 16).")
+@click.option("--workers", type=int, default=None,
+              help="DataLoader processes decoding ahead of the teachers (default 1).")
+@click.option("--max-side", type=int, default=None,
+              help="Long side the teachers see, px (default 768; JPEGs decode in draft mode).")
+@click.option("--max-shards", type=int, default=None,
+              help="Label at most this many shards now and stop; the same command resumes.")
+@WEIGHTS_DIR_OPTION
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@one_line_errors
+def label(config_file, source, teacher_names, out, shard_size, batch_size, workers, max_side,
+          max_shards, weights_dir, no_progress):
+    """Pseudo-label a pool of images into resumable parquet shards.
+
+    Writes OUT/shards/labels-NNNNN.parquet (+ embeddings-NNNNN.npy for CLIP teachers),
+    OUT/errors.parquet and OUT/manifest.json. Killed runs resume exactly with the same
+    command. Under `torchrun --nproc_per_node N` or `accelerate launch` each process labels
+    its own shards. Example:
+
+        distill label --source ~/photos --teachers brisque,piqe --out runs/photos
+    """
+    from distill import label as labeling
+    from distill import score as scoring
+    from distill.config import LabelConfig, from_mapping, load_yaml
+
+    mapping = load_yaml(config_file) if config_file else {}
+    if source:
+        from distill.sources import guess_source
+
+        mapping["source"] = guess_source(source)
+    if teacher_names:
+        names, options = scoring.expand_teacher_sets(teacher_names.split(","))
+        mapping["teachers"] = {name: options.get(name, {}) for name in names}
+    flags = {"out": out, "shard_size": shard_size, "batch_size": batch_size,
+             "weights_dir": weights_dir}
+    mapping.update({k: v for k, v in flags.items() if v is not None})
+    decode = dict(mapping.get("decode") or {})
+    decode.update({k: v for k, v in {"workers": workers, "max_side": max_side}.items() if v is not None})
+    mapping["decode"] = decode
+    for key in ("source", "out"):
+        if key not in mapping:
+            raise DistillError(f"give --{key} (or `{key}:` in --config)")
+    config = from_mapping(LabelConfig, mapping)
+    summary = labeling.run_label(config, progress=not no_progress, max_shards=max_shards)
+    if summary:
+        _print_summary(summary, config.out)
+
+
+def _print_summary(summary: dict, out: str) -> None:
+    tiers = summary["tiers"]
+    ratio = "n/a" if summary["keep_ratio"] is None else f"{summary['keep_ratio']:.1%}"
+    click.echo(
+        f"inputs {summary['inputs']}  labeled {summary['labeled']}  errors {summary['errors']}  "
+        f"keep {summary['keep']} ({ratio})\n"
+        f"tiers: rejected {tiers['rejected']}  pending {tiers['pending']}  accepted {tiers['accepted']}\n"
+        f"{summary['images_per_s']} images/s over {summary['seconds']} s  ->  {out}"
+    )
+
+
+@main.command()
+@click.option("--labels", "labels_dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Output folder of `distill label`.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="YAML whose `fusion:` section replaces the run's (else the manifest's).")
+@click.option("--keep-threshold", type=float, default=None, help="Quality at which to keep.")
+@click.option("--keep-top-percent", type=float, default=None, help="Also keep the top P %.")
+@click.option("--normalisation", type=click.Choice(["reference", "rank"]), default=None)
+@one_line_errors
+def fuse(labels_dir, config_file, keep_threshold, keep_top_percent, normalisation):
+    """Recompute norm_*, quality, keep_prob, label, tier and confidence from the stored raw
+    teacher scores, without running any teacher again."""
+    import json
+    from pathlib import Path
+
+    from distill import label as labeling
+    from distill import shards
+    from distill.config import from_mapping, load_yaml
+    from distill.fuse import FusionConfig
+
+    manifest_path = Path(labels_dir) / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    fusion = (load_yaml(config_file).get("fusion") if config_file
+              else manifest.get("config", {}).get("fusion")) or {}
+    overrides = {"keep_threshold": keep_threshold, "keep_top_percent": keep_top_percent,
+                 "normalisation": normalisation}
+    fusion.update({k: v for k, v in overrides.items() if v is not None})
+    config = from_mapping(FusionConfig, fusion, "fusion.")
+    fused = labeling.fuse_run(Path(labels_dir), config)
+    if manifest:
+        from dataclasses import asdict
+
+        manifest["config"]["fusion"] = asdict(config)
+        shards.write_json(manifest_path, manifest)
+    keep = sum(1 for value in fused.column("label").to_pylist() if value == "keep")
+    click.echo(f"fused {fused.num_rows} rows: keep {keep}, trash {fused.num_rows - keep}")
 
 
 @main.command("teachers")

@@ -65,10 +65,15 @@ def decode_bytes(
     data: bytes,
     *,
     draft_size: int | None = None,
+    max_side: int | None = None,
     min_side: int = MIN_SIDE,
     max_pixels: int = MAX_PIXELS,
 ) -> Decoded:
-    """Decode image bytes. `draft_size` lets JPEG decode straight to ≥ that many px per side."""
+    """Decode image bytes into RGB.
+
+    `draft_size` lets a JPEG decode straight to ≥ that many px per side (DCT scaling, far
+    cheaper than decoding in full and resizing); `max_side` then caps the long side.
+    """
     if not data:
         raise DecodeError("empty file (0 bytes)")
     sha1 = hashlib.sha1(data).hexdigest()
@@ -110,6 +115,8 @@ def decode_bytes(
     img, conversion = _to_rgb(img)
     if conversion:
         notes.append(conversion)
+    if max_side and max(img.size) > max_side:
+        img.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
     img.info[ORIGINAL_SIZE_KEY] = (width, height)
     return Decoded(img, width, height, sha1, "; ".join(notes))
 

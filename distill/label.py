@@ -1,133 +1,219 @@
-"""Label stage: run teachers over images and collect raw scores, one row per input.
+"""Label stage: a source's images → teachers → resumable, distributed label shards.
 
-Every input ends as exactly one row: scored, or carrying the stage and reason it failed.
+Read top to bottom: freeze the input list, take this process's shards, decode ahead in
+DataLoader workers, score in batches, write each shard atomically, then (rank 0) fuse.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable, Sequence
+import hashlib
+import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from accelerate import PartialState
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from distill.decode import DecodeError, decode_path, find_images
+from distill import __version__, fuse, shards
+from distill.config import LabelConfig, to_dict
+from distill.decode import DecodeError, decode_bytes
 from distill.errors import ConfigError
-from teachers import Teacher, create_teacher
+from distill.sources import Source, SourceItem, create_source
+from teachers import Teacher, create_teachers
 
-CHUNK = 32  # images decoded and held at once by `score_paths`
+
+def image_id(source_name: str, key: str) -> str:
+    return hashlib.sha1(f"{source_name}:{key}".encode()).hexdigest()[:16]
+
+
+def freeze_inputs(out: Path, source: Source, source_config: dict) -> pa.Table:
+    """Enumerate once and keep the list: resumes and other ranks see exactly these inputs."""
+    path = out / "inputs.parquet"
+    fingerprint = repr(sorted(source_config.items())).encode()
+    if path.exists():
+        table = pq.read_table(path)
+        if table.schema.metadata.get(b"source") != fingerprint:
+            raise ConfigError(f"{out} was labeled from another source; use a new --out")
+        return table
+    items = list(tqdm(source.items(), desc="listing inputs", unit="img", leave=False))
+    table = pa.table({
+        "image_id": [image_id(source.name, item.key) for item in items],
+        "key": [item.key for item in items],
+        "path": [item.path for item in items],
+        "locator": [item.locator for item in items],
+    }).replace_schema_metadata({"source": fingerprint})
+    if len(set(table.column("image_id").to_pylist())) != table.num_rows:
+        raise ConfigError(f"source {source.name!r} yields duplicate keys")
+    shards.write_table(path, table)
+    return table
+
+
+class ShardImages(Dataset):
+    """Decodes one shard's inputs; runs inside DataLoader workers."""
+
+    def __init__(self, source: Source, items: list[SourceItem], config: LabelConfig):
+        self.source, self.items, self.decode = source, items, config.decode
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, index: int):
+        item = self.items[index]
+        try:
+            data = self.source.read(item.locator)
+            decoded = decode_bytes(
+                data, draft_size=self.decode.max_side if self.decode.draft else None,
+                max_side=self.decode.max_side, min_side=self.decode.min_side,
+                max_pixels=self.decode.max_pixels)
+        except DecodeError as exc:
+            return index, None, str(exc)
+        except Exception as exc:  # noqa: BLE001 - any reader failure is this input's error row
+            return index, None, f"unreadable: {type(exc).__name__}: {exc}"
+        return index, decoded, None
 
 
 @dataclass
-class ScoreResult:
-    rows: list[dict] = field(default_factory=list)  # one per input, in input order
-    provenance: list[dict] = field(default_factory=list)
-
-    @property
-    def errors(self) -> list[dict]:
-        return [row for row in self.rows if row.get("error")]
+class ShardResult:
+    rows: list[dict] = field(default_factory=list)
+    errors: list[dict] = field(default_factory=list)
+    embeddings: list[np.ndarray] = field(default_factory=list)
 
 
-def parse_teacher_options(options: Iterable[str]) -> dict[str, dict[str, object]]:
-    """`nima.backbone=vgg16` → {"nima": {"backbone": "vgg16"}}; values parse as YAML scalars."""
-    import yaml
-
-    parsed: dict[str, dict[str, object]] = {}
-    for option in options:
-        key, sep, value = option.partition("=")
-        teacher, dot, name = key.partition(".")
-        if not (sep and dot and teacher and name):
-            raise ConfigError(f"bad teacher option {option!r}; expected TEACHER.KEY=VALUE")
-        parsed.setdefault(teacher, {})[name] = yaml.safe_load(value)
-    return parsed
-
-
-TEACHER_SETS = Path(__file__).resolve().parents[1] / "configs" / "teachers.yaml"
-
-
-def expand_teacher_sets(names: Sequence[str], sets_file: Path = TEACHER_SETS
-                        ) -> tuple[list[str], dict[str, dict]]:
-    """Replace a named set from configs/teachers.yaml (e.g. `offline`) by its teachers."""
-    import yaml
-
-    sets = yaml.safe_load(sets_file.read_text()) if sets_file.is_file() else {}
-    expanded: dict[str, dict] = {}
-    for name in names:
-        members = sets.get(name) or {name: {}}
-        for teacher, opts in members.items():
-            expanded.setdefault(teacher, {}).update(opts or {})
-    return list(expanded), {k: v for k, v in expanded.items() if v}
+def score_batch(teachers: list[Teacher], batch: list[tuple[dict, object]], result: ShardResult):
+    """Run every teacher on a batch; an image any teacher failed on becomes an error row."""
+    outputs = {t.name: t.score([decoded.image for _, decoded in batch]) for t in teachers}
+    for position, (row, decoded) in enumerate(batch):
+        failures = [f"{name}: {out.errors[position]}" for name, out in outputs.items()
+                    if position in out.errors]
+        if failures:
+            result.errors.append({**_identity(row), "stage": "teacher", "reason": "; ".join(failures)})
+            continue
+        row.update(sha1=decoded.sha1, width=decoded.width, height=decoded.height)
+        for name, out in outputs.items():
+            row[f"score_{name}"] = float(out.scores[position])
+            if out.distributions is not None:
+                row[f"dist_{name}"] = out.distributions[position].tolist()
+            for extra, values in out.extras.items():
+                row[extra] = float(values[position])
+            if out.embeddings is not None:
+                result.embeddings.append(out.embeddings[position])
+        result.rows.append(row)
 
 
-def build_teachers(names: Sequence[str], options: dict[str, dict] | None = None,
-                   weights_dir: str | None = None) -> list[Teacher]:
-    options = options or {}
-    unknown = set(options) - set(names)
-    if unknown:
-        raise ConfigError(f"options given for teachers not in use: {', '.join(sorted(unknown))}")
-    teachers = []
-    for name in names:
-        opts = dict(options.get(name, {}))
-        if weights_dir and name not in ("piqe", "technical"):
-            opts.setdefault("weights_dir", weights_dir)
-        teachers.append(create_teacher(name, **opts))
-    return teachers
+def _identity(row: dict) -> dict:
+    return {k: row[k] for k in ("image_id", "source", "path", "shard")}
 
 
-def score_paths(paths: Sequence[str | os.PathLike], teachers: Sequence[Teacher], *,
-                draft_size: int | None = None, progress: bool = True) -> ScoreResult:
-    files = find_images(list(paths))
-    result = ScoreResult(provenance=[t.provenance() for t in teachers])
-    bar = tqdm(total=len(files), unit="img", disable=not progress, desc="scoring")
-    for start in range(0, len(files), CHUNK):
-        chunk = files[start : start + CHUNK]
-        rows, decoded = [], []
-        for path in chunk:
-            row = {"path": str(path)}
-            try:
-                item = decode_path(path, draft_size=draft_size)
-            except DecodeError as exc:
-                row.update(stage="decode", error=str(exc))
+def label_shard(index: int, inputs: pa.Table, source: Source, teachers: list[Teacher],
+                config: LabelConfig, bar: tqdm) -> ShardResult:
+    chunk = inputs.slice(index * config.shard_size, config.shard_size).to_pylist()
+    items = [SourceItem(r["key"], r["path"], r["locator"]) for r in chunk]
+    workers = config.decode.workers
+    loader = DataLoader(ShardImages(source, items, config), batch_size=config.batch_size,
+                        num_workers=workers, prefetch_factor=config.decode.prefetch if workers else None,
+                        collate_fn=list)
+    result = ShardResult()
+    for decoded_batch in loader:
+        batch = []
+        for position, decoded, reason in decoded_batch:
+            row = {"image_id": chunk[position]["image_id"], "source": source.name,
+                   "path": chunk[position]["path"], "shard": index}
+            if reason is not None:
+                result.errors.append({**row, "stage": "decode", "reason": reason})
             else:
-                row.update(width=item.width, height=item.height, sha1=item.sha1, notes=item.notes)
-                decoded.append((row, item.image))
-            rows.append(row)
-        images = [image for _, image in decoded]
-        for teacher in teachers:
-            output = teacher.score(images) if images else None
-            for index, (row, _) in enumerate(decoded):
-                row[f"score_{teacher.name}"] = float(output.scores[index])
-                if index in output.errors and "error" not in row:
-                    row.update(stage=f"teacher:{teacher.name}", error=output.errors[index])
-        result.rows.extend(rows)
-        bar.update(len(chunk))
-    bar.close()
+                batch.append((row, decoded))
+        if batch:
+            score_batch(teachers, batch, result)
+        bar.update(len(decoded_batch))
     return result
 
 
-def read_embeddings(path: str | os.PathLike, column: str | None = None) -> tuple[list[str], np.ndarray]:
-    """Load CLIP embeddings from .npy (N, D) or parquet, as clip-retrieval and LAION dumps hold them.
+def write_result(out: Path, index: int, result: ShardResult) -> None:
+    rows = [{k: v for k, v in row.items() if k != "shard"} for row in result.rows]
+    labels = pa.Table.from_pylist(rows) if rows else pa.table({c: pa.array([], pa.string())
+                                                               for c in ("image_id", "source", "path")})
+    errors = pa.Table.from_pylist(result.errors, schema=shards.ERROR_SCHEMA)
+    embeddings = np.stack(result.embeddings) if result.embeddings else None
+    shards.write_shard(out, index, labels, errors, embeddings)
 
-    Parquet: the vector column is `column`, else the first of embedding/img_emb/emb/clip_emb;
-    ids come from key/image_path/url/path when present, else the row number.
-    """
-    path = Path(path)
-    if path.suffix == ".npy":
-        matrix = np.load(path)
-        return [str(i) for i in range(len(matrix))], np.asarray(matrix, dtype=np.float32)
-    if path.suffix != ".parquet":
-        raise ConfigError(f"{path}: embeddings must be .npy or .parquet")
-    import pyarrow.parquet as pq
 
-    table = pq.read_table(path)
-    names = table.column_names
-    column = column or next((c for c in ("embedding", "img_emb", "emb", "clip_emb") if c in names), None)
-    if column not in names:
-        raise ConfigError(f"{path}: no embedding column (have {', '.join(names)}); use --embedding-column")
-    matrix = np.asarray(table.column(column).to_pylist(), dtype=np.float32)
-    id_column = next((c for c in ("key", "image_path", "url", "path") if c in names), None)
-    ids = [str(v) for v in table.column(id_column).to_pylist()] if id_column else [
-        str(i) for i in range(len(matrix))]
-    return ids, matrix
+def finalize(out: Path, config: LabelConfig, teachers: list[Teacher], inputs: pa.Table,
+             seconds: float, world: int) -> dict:
+    """Fuse over the whole run, merge errors, write the manifest; returns the summary."""
+    fused = fuse_run(out, config.fusion)
+    errors = shards.merge_errors(out)
+    labels = fused.num_rows
+    tiers = np.bincount(fused.column("tier").to_numpy(), minlength=3) if labels else np.zeros(3, int)
+    keep = int(np.sum(np.asarray(fused.column("label").to_pylist()) == "keep")) if labels else 0
+    summary = {
+        "inputs": inputs.num_rows, "labeled": labels, "errors": errors.num_rows,
+        "keep": keep, "keep_ratio": round(keep / labels, 4) if labels else None,
+        "tiers": {"rejected": int(tiers[0]), "pending": int(tiers[1]), "accepted": int(tiers[2])},
+        "seconds": round(seconds, 2),
+        "images_per_s": round(inputs.num_rows / seconds, 2) if seconds > 0 else None,
+    }
+    if summary["labeled"] + summary["errors"] != summary["inputs"]:
+        raise RuntimeError(f"labeled + errors != inputs: {summary}")
+    shards.write_json(out / "manifest.json", {
+        "distill_version": __version__,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "config": to_dict(config),
+        "teachers": [t.provenance() for t in teachers],
+        "shard_size": config.shard_size,
+        "shards": -(-inputs.num_rows // config.shard_size),
+        "processes": world,
+        "summary": summary,
+    })
+    return summary
+
+
+def fuse_run(out: Path, fusion: fuse.FusionConfig) -> pa.Table:
+    """Recompute norm_* and the fused columns of every shard from its stored raw scores."""
+    files = shards.label_files(out)
+    tables = [pq.read_table(f) for f in files]
+    nonempty = [t for t in tables if t.num_rows]
+    if not nonempty:
+        return pa.table({"tier": pa.array([], pa.int8()), "label": pa.array([], pa.string())})
+    fused = fuse.apply(pa.concat_tables(nonempty, promote_options="default"), fusion)
+    offset = 0
+    for path, table in zip(files, tables):
+        if table.num_rows:
+            shards.write_table(path, fused.slice(offset, table.num_rows))
+            offset += table.num_rows
+    return fused
+
+
+def run_label(config: LabelConfig, progress: bool = True, max_shards: int | None = None) -> dict | None:
+    """Label `config.source` into `config.out`. Under torchrun / accelerate launch each rank
+    takes shards k with k % world == rank. Returns the summary (on rank 0, once complete)."""
+    state = PartialState()
+    out = Path(config.out)
+    source = create_source(config.source)
+    if state.is_main_process:
+        inputs = freeze_inputs(out, source, config.source)
+    state.wait_for_everyone()
+    inputs = freeze_inputs(out, source, config.source)
+    teachers = create_teachers(config.teachers, config.weights_dir)
+    torch.set_num_threads(max(1, torch.get_num_threads() // state.num_processes))
+
+    total_shards = -(-inputs.num_rows // config.shard_size)
+    done = shards.completed_shards(out)
+    mine = [k for k in range(total_shards) if k % state.num_processes == state.process_index
+            and k not in done][:max_shards]
+    todo = sum(min(config.shard_size, inputs.num_rows - k * config.shard_size) for k in mine)
+    started = time.perf_counter()
+    with tqdm(total=todo, unit="img", desc=f"labeling (rank {state.process_index})",
+              disable=not progress, dynamic_ncols=True) as bar:
+        for index in mine:
+            write_result(out, index, label_shard(index, inputs, source, teachers, config, bar))
+    state.wait_for_everyone()
+    if not state.is_main_process or len(shards.completed_shards(out)) < total_shards:
+        return None  # another rank finalizes, or --max-shards left work for the next call
+    return finalize(out, config, teachers, inputs, time.perf_counter() - started, state.num_processes)
+

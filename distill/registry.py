@@ -7,6 +7,7 @@ exists (`distill teachers`, `--help`) does not import torch, pyiqa and open_clip
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -41,6 +42,9 @@ class Registry(Generic[T]):
 
     def describe(self, name: str) -> str:
         return self._entries[name].description
+
+    def accepts(self, name: str, option: str) -> bool:
+        return option in inspect.signature(self._entries[name].load()).parameters
 
     def __contains__(self, name: str) -> bool:
         return name in self._entries

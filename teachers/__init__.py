@@ -18,6 +18,17 @@ def create_teacher(name: str, **opts) -> Teacher:
     return TEACHERS.create(name, **opts)
 
 
+def create_teachers(specs: dict[str, dict], weights_dir: str | None = None) -> list[Teacher]:
+    """Build several teachers; `weights_dir` goes to those that load weights."""
+    teachers = []
+    for name, opts in specs.items():
+        opts = dict(opts)
+        if weights_dir and TEACHERS.accepts(name, "weights_dir"):
+            opts.setdefault("weights_dir", weights_dir)
+        teachers.append(TEACHERS.create(name, **opts))
+    return teachers
+
+
 def list_teachers() -> list[str]:
     return TEACHERS.names()
 

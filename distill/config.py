@@ -1,0 +1,106 @@
+"""Configs are data: YAML files mapped onto dataclasses, with errors that name the bad key."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from distill.errors import ConfigError
+from distill.fuse import FusionConfig
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass
+class DecodeConfig:
+    max_side: int | None = 768  # long side the teachers see; labels are defined at this scale
+    draft: bool = True  # let JPEG decode straight to about max_side (much faster)
+    min_side: int = 32
+    max_pixels: int = 200_000_000
+    workers: int = 1  # DataLoader processes decoding ahead of the teachers
+    prefetch: int = 4  # batches each worker keeps ready
+
+
+@dataclasses.dataclass
+class LabelConfig:
+    source: dict[str, Any]
+    out: str
+    teachers: dict[str, dict[str, Any]] = dataclasses.field(
+        default_factory=lambda: {"brisque": {}, "piqe": {}, "technical": {}})
+    shard_size: int = 1000
+    batch_size: int = 16
+    weights_dir: str | None = None
+    decode: DecodeConfig = dataclasses.field(default_factory=DecodeConfig)
+    fusion: FusionConfig = dataclasses.field(default_factory=FusionConfig)
+
+    def __post_init__(self):
+        if self.shard_size < 1:
+            raise ConfigError("shard_size must be ≥ 1")
+        if self.batch_size < 1:
+            raise ConfigError("batch_size must be ≥ 1")
+        if isinstance(self.teachers, list | tuple):
+            self.teachers = {name: {} for name in self.teachers}
+
+
+def from_mapping(cls: type[T], mapping: dict, where: str = "") -> T:
+    """Build dataclass `cls` from a mapping; unknown keys raise ConfigError naming them."""
+    if not isinstance(mapping, dict):
+        raise ConfigError(f"{where or 'config'} must be a mapping, got {type(mapping).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(mapping) - set(fields))
+    if unknown:
+        names = ", ".join(f"{where}{key}" for key in unknown)
+        raise ConfigError(f"unknown config key {names}; allowed under "
+                          f"{where.rstrip('.') or 'the top level'}: {', '.join(fields)}")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for key, value in mapping.items():
+        kind = hints[key]
+        if dataclasses.is_dataclass(kind) and isinstance(value, dict | None):
+            values[key] = from_mapping(kind, value or {}, f"{where}{key}.")
+        else:
+            values[key] = _check_type(value, kind, f"{where}{key}")
+    missing = [name for name, f in fields.items() if name not in values
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"missing config key {', '.join(where + m for m in missing)}")
+    return cls(**values)
+
+
+def _check_type(value, kind, key: str):
+    """Light type check so `shard_size: "ten"` fails at load, naming the key."""
+    origin = typing.get_origin(kind)
+    options = typing.get_args(kind) if origin in (typing.Union, types.UnionType) else (kind,)
+    if value is None and type(None) in options:
+        return value
+    for option in options:
+        base = typing.get_origin(option) or option
+        if base is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if base is Any or (isinstance(base, type) and isinstance(value, base)
+                           and not (base is int and isinstance(value, bool))):
+            return value
+    names = " or ".join(getattr(o, "__name__", str(o)) for o in options)
+    raise ConfigError(f"config key {key} must be {names}, got {value!r}")
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    return data
+
+
+def to_dict(config) -> dict:
+    return dataclasses.asdict(config)
