@@ -32,7 +32,7 @@ def image_id(source_name: str, key: str) -> str:
     return hashlib.sha1(f"{source_name}:{key}".encode()).hexdigest()[:16]
 
 
-def freeze_inputs(out: Path, source: Source, source_config: dict) -> pa.Table:
+def freeze_inputs(out: Path, source: Source, source_config: dict, progress: bool = False) -> pa.Table:
     """Enumerate once and keep the list: resumes and other ranks see exactly these inputs."""
     path = out / "inputs.parquet"
     fingerprint = repr(sorted(source_config.items())).encode()
@@ -41,7 +41,8 @@ def freeze_inputs(out: Path, source: Source, source_config: dict) -> pa.Table:
         if table.schema.metadata.get(b"source") != fingerprint:
             raise ConfigError(f"{out} was labeled from another source; use a new --out")
         return table
-    items = list(tqdm(source.items(), desc="listing inputs", unit="img", leave=False))
+    items = list(tqdm(source.items(), desc="listing inputs", unit="img", leave=False,
+                      disable=not progress))
     table = pa.table({
         "image_id": [image_id(source.name, item.key) for item in items],
         "key": [item.key for item in items],
@@ -192,14 +193,15 @@ def fuse_run(out: Path, fusion: fuse.FusionConfig) -> pa.Table:
 def run_label(config: LabelConfig, progress: bool = True, max_shards: int | None = None) -> dict | None:
     """Label `config.source` into `config.out`. Under torchrun / accelerate launch each rank
     takes shards k with k % world == rank. Returns the summary (on rank 0, once complete)."""
-    state = PartialState()
+    # cpu=True is what makes accelerate start a gloo group under torchrun on a CPU machine.
+    state = PartialState(cpu=not torch.cuda.is_available())
     out = Path(config.out)
     source = create_source(config.source)
     if state.is_main_process:
-        inputs = freeze_inputs(out, source, config.source)
+        inputs = freeze_inputs(out, source, config.source, progress)
     state.wait_for_everyone()
     inputs = freeze_inputs(out, source, config.source)
-    teachers = create_teachers(config.teachers, config.weights_dir)
+    teachers = create_teachers(config.teachers, config.weights_dir, device=str(state.device))
     torch.set_num_threads(max(1, torch.get_num_threads() // state.num_processes))
 
     total_shards = -(-inputs.num_rows // config.shard_size)

@@ -18,13 +18,15 @@ def create_teacher(name: str, **opts) -> Teacher:
     return TEACHERS.create(name, **opts)
 
 
-def create_teachers(specs: dict[str, dict], weights_dir: str | None = None) -> list[Teacher]:
-    """Build several teachers; `weights_dir` goes to those that load weights."""
+def create_teachers(specs: dict[str, dict], weights_dir: str | None = None,
+                    device: str | None = None) -> list[Teacher]:
+    """Build several teachers; `weights_dir` and `device` go to those that take them."""
     teachers = []
     for name, opts in specs.items():
         opts = dict(opts)
-        if weights_dir and TEACHERS.accepts(name, "weights_dir"):
-            opts.setdefault("weights_dir", weights_dir)
+        for option, value in (("weights_dir", weights_dir), ("device", device)):
+            if value and TEACHERS.accepts(name, option):
+                opts.setdefault(option, value)
         teachers.append(TEACHERS.create(name, **opts))
     return teachers
 
