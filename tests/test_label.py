@@ -196,3 +196,38 @@ def test_two_processes_equal_one(photo_folder, tmp_path):
     assert double.returncode == 0, double.stderr[-2000:]
     assert double.stdout.count("inputs 12") == 1, "only rank 0 finalizes"
     assert _rows(tmp_path / "two") == _rows(tmp_path / "one")
+
+
+def test_clip_embeddings_are_stored_row_aligned(photo_folder, tmp_path):
+    """A CLIP teacher (tiny, random, loaded from files) stores float16 embeddings per shard."""
+    import open_clip
+    import torch
+
+    from distill.config import LabelConfig, from_mapping
+    from distill.decode import decode_path
+    from distill.label import run_label
+    from teachers import create_teacher
+    from teachers.clip_aesthetic import build_head
+    from tests.test_clip_aesthetic import TINY
+
+    open_clip.add_model_config(TINY)
+    torch.manual_seed(0)
+    torch.save(open_clip.create_model("distill-tiny-clip").state_dict(), tmp_path / "clip.pt")
+    torch.save(build_head("mlp", 32).state_dict(), tmp_path / "head.pth")
+    clip = {"arch": "distill-tiny-clip", "head": "mlp", "clip_weights": str(tmp_path / "clip.pt"),
+            "head_weights": str(tmp_path / "head.pth")}
+    config = from_mapping(LabelConfig, {
+        "source": {"kind": "folder", "root": str(photo_folder)}, "out": str(tmp_path / "out"),
+        "teachers": {"technical": {}, "clip_aesthetic": clip}, "shard_size": 5})
+    summary = run_label(config, progress=False)
+    assert summary["labeled"] == GOOD
+    labels = shards.read_labels(tmp_path / "out")
+    embeddings = shards.read_embeddings(tmp_path / "out")
+    assert embeddings.dtype == np.float16 and embeddings.shape == (GOOD, 32)
+    np.testing.assert_allclose(np.linalg.norm(embeddings.astype(np.float32), axis=1), 1, atol=2e-3)
+    # Row alignment: the shard's embedding for a photo is that photo's embedding.
+    teacher = create_teacher("clip_aesthetic", **clip)
+    row = 7
+    image = decode_path(labels.column("path")[row].as_py(), draft_size=768, max_side=768).image
+    expected = teacher.score([image]).embeddings[0]
+    np.testing.assert_allclose(embeddings[row].astype(np.float32), expected, atol=2e-3)

@@ -74,7 +74,7 @@ def test_coco(tmp_path, jpegs):
                             "images": str(tmp_path / "train2017")})
     read = _read_all(source)
     assert list(read) == sorted(read, key=int), "COCO items come in id order"
-    assert read["100"] == sorted(jpegs.items())[0][1]
+    assert read["100"] == min(jpegs.items())[1]
 
 
 def test_webdataset_tar_shards(tmp_path, jpegs):
