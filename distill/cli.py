@@ -241,6 +241,75 @@ def fuse(labels_dir, config_file, keep_threshold, keep_top_percent, normalisatio
     click.echo(f"fused {fused.num_rows} rows: keep {keep}, trash {fused.num_rows - keep}")
 
 
+@main.command()
+@click.option("--labels", "labels_dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Output folder of `distill label`.")
+@click.option("--reference", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Human scores: an AVA.txt (image id = file stem of each labeled path).")
+@click.option("--save", "save_to", type=click.Path(dir_okay=False), default=None,
+              help="YAML to write the fitted `fusion:` section into (default "
+              "LABELS/fusion_calibrated.yaml); other keys of an existing file are kept.")
+@click.option("--apply", "apply_now", is_flag=True, help="Also re-fuse the shards with it now.")
+@one_line_errors
+def calibrate(labels_dir, reference, save_to, apply_now):
+    """Fit fusion weights, keep threshold and temperature against human scores.
+
+    Then `distill fuse --labels LABELS --config FILE` applies them (or pass --apply).
+    """
+    import json
+    from pathlib import Path
+
+    from distill import calibrate as calibration
+    from distill import label as labeling
+    from distill.config import from_mapping
+    from distill.fuse import FusionConfig
+
+    manifest = Path(labels_dir) / "manifest.json"
+    fusion = json.loads(manifest.read_text())["config"]["fusion"] if manifest.exists() else {}
+    base = from_mapping(FusionConfig, fusion, "fusion.")
+    fitted, report = calibration.calibrate(Path(labels_dir), Path(reference), base)
+    target = Path(save_to) if save_to else Path(labels_dir) / "fusion_calibrated.yaml"
+    calibration.save_fusion(target, fitted)
+    click.echo(json.dumps(report, indent=2))
+    click.echo(f"saved fusion config to {target}")
+    if apply_now:
+        labeling.fuse_run(Path(labels_dir), fitted)
+        click.echo("re-fused the shards with it")
+
+
+@main.group()
+def ava():
+    """AVA helpers: turn its human votes into label shards."""
+
+
+@ava.command("to-labels")
+@click.option("--root", required=True, type=click.Path(exists=True, file_okay=False),
+              help="AVA folder: AVA.txt and images/<id>.jpg.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--threshold", type=float, default=None,
+              help="Keep when the mean vote is at least this (the seed's 6).")
+@click.option("--percentile", type=float, default=None,
+              help="Keep the images above this percentile of mean votes (the seed's 50).")
+@click.option("--shard-size", type=int, default=1000, show_default=True)
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@one_line_errors
+def ava_to_labels(root, out, threshold, percentile, shard_size, no_progress):
+    """Write AVA as label shards (source=human) in the pseudo-label schema.
+
+    `distill train` can then mix human AVA labels with pseudo-labels.
+    """
+    from pathlib import Path
+
+    from distill.human import ava_to_labels as convert
+
+    if threshold is None and percentile is None:
+        threshold = 6.0
+    summary = convert(Path(root), Path(out), threshold, percentile, shard_size=shard_size,
+                      progress=not no_progress)
+    click.echo(f"inputs {summary['inputs']}  labeled {summary['labeled']}  errors {summary['errors']}  "
+               f"keep {summary['keep']} (mean >= {summary['keep_threshold']})  ->  {out}")
+
+
 @main.command("teachers")
 def list_teachers_command():
     """List the registered teachers and what they measure."""
@@ -299,6 +368,15 @@ def weights_verify(names, weights_dir):
         click.echo(f"{state:8s} {name:30s} {detail}")
     sys.exit(1 if bad else 0)
 
+
+def _register_stage_commands() -> None:
+    """Stage commands that live beside their stage, each in its own cli_* module."""
+    from distill.cli_bench import bench
+
+    main.add_command(bench)
+
+
+_register_stage_commands()
 
 if __name__ == "__main__":
     main()

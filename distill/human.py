@@ -1,0 +1,100 @@
+"""Human labels in the pseudo-label schema, so `distill train` can mix them (the seed's Phase 1).
+
+`ava_to_labels` converts AVA's vote counts into label shards with `source = human`:
+- `quality` is the mean vote (1–10), `tier` uses the same 5 / 6 boundaries as the fusion;
+- `label` is keep when the mean ≥ `threshold`, or (with `percentile`) when the mean is in the
+  top (100 - percentile) % of AVA — the seed's "scores ≥ 6" and "top 50 %" conversions;
+- `keep_prob = sigmoid((mean - threshold) / temperature)`, as the fusion computes it;
+- `confidence = 1 - 2 * std of the votes on 0–1`, the fusion's agreement measure with the
+  raters in place of the teachers;
+- `dist_human` is the normalised vote histogram (10 bins), the target of the EMD loss.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from PIL import Image
+from scipy.special import expit
+from tqdm import tqdm
+
+from distill import shards
+from distill.bench_data import load_ava
+from distill.decode import DecodeError, read_bytes
+from distill.errors import DistillError
+from distill.fuse import FusionConfig
+from distill.label import image_id
+
+HUMAN = "human"
+
+
+def _identity(path: Path) -> dict:
+    data = read_bytes(path)
+    try:
+        with Image.open(path) as header:  # size from the header; no pixels decoded
+            width, height = header.size
+    except (OSError, SyntaxError) as exc:
+        raise DecodeError(f"not an image: {exc}") from None
+    return {"sha1": hashlib.sha1(data).hexdigest(), "width": width, "height": height}
+
+
+def ava_to_labels(root: Path, out: Path, threshold: float | None = 6.0,
+                  percentile: float | None = None, fusion: FusionConfig | None = None,
+                  shard_size: int = 1000, progress: bool = True) -> dict:
+    if (threshold is None) == (percentile is None):
+        raise DistillError("give exactly one of --threshold or --percentile")
+    fusion = fusion or FusionConfig()
+    labels = load_ava(Path(root), None)
+    votes = {item.id: item for item in labels.items}
+    means = np.array([item.score for item in labels.items])
+    cutoff = float(np.percentile(means, percentile)) if percentile is not None else threshold
+    low, high = fusion.tier_boundaries
+    counts = _vote_histograms(labels.file)
+
+    rows, errors = [], []
+    for item in tqdm(labels.items, desc="AVA", unit="img", disable=not progress):
+        identity = {"image_id": image_id("ava", item.id), "source": HUMAN, "path": str(item.path)}
+        try:
+            identity.update(_identity(item.path))
+        except DecodeError as exc:
+            errors.append({**identity, "stage": "decode", "reason": str(exc), "shard": None})
+            continue
+        histogram = counts[item.id] / counts[item.id].sum()
+        rows.append({
+            **identity,
+            "quality": item.score,
+            "keep_prob": float(expit((item.score - cutoff) / fusion.temperature)),
+            "label": "keep" if item.score >= cutoff else "trash",
+            "tier": 0 if item.score <= low else (1 if item.score <= high else 2),
+            "confidence": float(np.clip(1 - 2 * votes[item.id].score_std / 9.0, 0, 1)),
+            "dist_human": histogram.tolist(),
+        })
+    for index, start in enumerate(range(0, max(len(rows), 1), shard_size)):
+        chunk = rows[start:start + shard_size]
+        shard_errors = errors if index == 0 else []
+        table = pa.Table.from_pylist(chunk) if chunk else pa.table({"image_id": pa.array([], pa.string())})
+        shards.write_shard(out, index, table, pa.Table.from_pylist(shard_errors, schema=shards.ERROR_SCHEMA), None)
+    merged = shards.merge_errors(out)
+    keep = sum(1 for row in rows if row["label"] == "keep")
+    summary = {"inputs": len(labels.items), "labeled": len(rows), "errors": merged.num_rows,
+               "keep": keep, "keep_threshold": round(cutoff, 4), "notes": labels.notes}
+    shards.write_json(out / "manifest.json", {
+        "config": {"source": {"kind": "ava", "root": str(root)}, "threshold": threshold,
+                   "percentile": percentile, "fusion": {"temperature": fusion.temperature,
+                                                        "tier_boundaries": fusion.tier_boundaries}},
+        "teachers": [{"teacher": HUMAN, "file": str(labels.file)}],
+        "summary": summary,
+    })
+    return summary
+
+
+def _vote_histograms(ava_txt: Path) -> dict[str, np.ndarray]:
+    histograms = {}
+    for line in ava_txt.read_text().splitlines():
+        fields = line.split()
+        if len(fields) == 15:
+            histograms[fields[1]] = np.asarray(fields[2:12], dtype=np.float64)
+    return histograms
