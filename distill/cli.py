@@ -310,6 +310,57 @@ def ava_to_labels(root, out, threshold, percentile, shard_size, no_progress):
                f"keep {summary['keep']} (mean >= {summary['keep_threshold']})  ->  {out}")
 
 
+@main.command()
+@click.option("--labels", "labels_dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Output folder of `distill label`.")
+@click.option("--budget", type=int, default=200, show_default=True, help="Images to queue.")
+@click.option("--out", "review_dir", type=click.Path(file_okay=False), default=None,
+              help="Where to write queue.csv and index.html (default LABELS/review).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@one_line_errors
+def active(labels_dir, budget, review_dir, seed):
+    """Queue the images a person should label next: uncertain keep_prob, teacher
+    disagreement, spread across embedding clusters. Writes a CSV and an HTML contact sheet."""
+    from distill.active import build_queue
+
+    result = build_queue(labels_dir, budget, review_dir, seed)
+    click.echo(f"queued {result['queued']} of {result['pool']} images from {result['clusters']} "
+               f"clusters\n  {result['queue']}\n  {result['sheet']}")
+
+
+@main.command("import-labels")
+@click.argument("labels_csv", type=click.Path(exists=True, dir_okay=False))
+@click.option("--labels", "labels_dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Output folder of `distill label` to merge into.")
+@one_line_errors
+def import_labels(labels_csv, labels_dir):
+    """Merge human labels (CSV with image_id or path, and human_label keep/trash and/or
+    human_score 1-10) as source=human; they override the pseudo-labels in training."""
+    from distill.active import import_labels as merge
+
+    result = merge(labels_dir, labels_csv)
+    click.echo(f"imported {result['imported']} human labels ({result['human_total']} in total) "
+               f"into {result['file']}")
+    for problem in result["skipped"]:
+        click.echo(f"skipped {problem}", err=True)
+
+
+@main.command()
+@click.option("--labels", "labels_dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Output folder of `distill label`.")
+@click.option("--per-section", type=int, default=24, show_default=True)
+@click.option("--out", "audit_dir", type=click.Path(file_okay=False), default=None,
+              help="Where to write index.html (default LABELS/audit).")
+@one_line_errors
+def audit(labels_dir, per_section, audit_dir):
+    """Write a static HTML gallery of the pseudo-labels: a sample per tier and the images the
+    teachers disagree on most, with every teacher's score."""
+    from distill.audit import build_audit
+
+    result = build_audit(labels_dir, per_section, audit_dir)
+    click.echo(f"audit of {result['shown']} images: {result['sheet']}")
+
+
 @main.command("teachers")
 def list_teachers_command():
     """List the registered teachers and what they measure."""

@@ -7,6 +7,7 @@
       shards/labels-NNNNN.parquet    one row per labeled image of input shard NNNNN
       shards/embeddings-NNNNN.npy    float16 CLIP embeddings, row-aligned with labels-NNNNN
       shards/errors-NNNNN.parquet    that shard's failures (merged into errors.parquet)
+      human.parquet                  human labels (source = human) that override pseudo-labels
 
 Shard NNNNN always covers inputs [NNNNN * shard_size, (NNNNN + 1) * shard_size): ownership is
 a pure function of the input list, so any process can tell which shards are done.
@@ -25,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 SHARD_DIR = "shards"
+HUMAN_FILE = "human.parquet"  # human labels merged by `distill import-labels`
 IDENTITY_COLUMNS = ("image_id", "source", "path", "sha1", "width", "height")
 FUSED_COLUMNS = ("quality", "keep_prob", "label", "tier", "confidence")
 ERROR_SCHEMA = pa.schema([("image_id", pa.string()), ("source", pa.string()), ("path", pa.string()),
@@ -94,6 +96,22 @@ def read_labels(out: Path, columns: list[str] | None = None) -> pa.Table:
         raise FileNotFoundError(f"no label shards under {Path(out) / SHARD_DIR}")
     return pa.concat_tables([pq.read_table(f, columns=columns) for f in files],
                             promote_options="default")
+
+
+def read_training_labels(out: Path) -> pa.Table:
+    """Label rows with human labels (OUT/human.parquet, from `distill import-labels`) in place
+    of the pseudo-labels of the same image_id: a person's word overrides the teachers'."""
+    labels = read_labels(out)
+    human_file = Path(out) / HUMAN_FILE
+    if not human_file.exists():
+        return labels
+    human = pq.read_table(human_file)
+    for name in set(human.column_names) & set(labels.column_names):  # e.g. tier int64 → int8
+        position = human.schema.get_field_index(name)
+        human = human.set_column(position, name, human.column(name).cast(labels.schema.field(name).type))
+    overridden = set(human.column("image_id").to_pylist())
+    keep = pa.array([i not in overridden for i in labels.column("image_id").to_pylist()])
+    return pa.concat_tables([labels.filter(keep), human], promote_options="default")
 
 
 def read_embeddings(out: Path) -> np.ndarray | None:

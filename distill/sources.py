@@ -59,7 +59,7 @@ class FolderSource(Source):
 
     def __init__(self, root: str, name: str | None = None):
         super().__init__(name)
-        self.root = Path(root).expanduser()
+        self.root = Path(root).expanduser().resolve()
         if not self.root.is_dir():
             raise ConfigError(f"source.root: {self.root} is not a folder")
 
@@ -73,7 +73,7 @@ class FileListSource(Source):
 
     def __init__(self, file: str, column: str = "path", name: str | None = None):
         super().__init__(name)
-        self.file, self.column = Path(file).expanduser(), column
+        self.file, self.column = Path(file).expanduser().resolve(), column
 
     def _paths(self) -> list[str]:
         suffix = self.file.suffix.lower()
@@ -103,7 +103,7 @@ class CocoSource(Source):
 
     def __init__(self, annotations: str, images: str, name: str | None = None):
         super().__init__(name)
-        self.annotations, self.images = Path(annotations).expanduser(), Path(images).expanduser()
+        self.annotations, self.images = Path(annotations).expanduser().resolve(), Path(images).expanduser().resolve()
 
     def items(self):
         listing = json.loads(self.annotations.read_text()).get("images")
@@ -131,7 +131,7 @@ class WebDatasetSource(Source):
 
     def __init__(self, shards: str, name: str | None = None):
         super().__init__(name)
-        pattern = Path(shards).expanduser()
+        pattern = Path(shards).expanduser().resolve()
         self.tars = sorted(pattern.parent.glob(pattern.name)) if "*" in pattern.name else (
             sorted(pattern.glob("*.tar")) if pattern.is_dir() else [pattern])
         if not self.tars:
