@@ -106,7 +106,7 @@ def build_queue(out: Path, budget: int, review_dir: Path | None = None, seed: in
                 ["quality", "keep_prob", "confidence", "informativeness", "cluster", *teacher_fields],
                 intro="Fill human_label (keep/trash) or human_score (1-10) in queue.csv, then run "
                       "`distill import-labels queue.csv --labels OUT`.")
-    return {"queued": len(queue), "clusters": int(len(np.unique(picked["cluster"]))),
+    return {"queued": len(queue), "clusters": len({int(picked["cluster"][i]) for i in picked["chosen"]}),
             "pool": table.num_rows, "queue": str(review_dir / "queue.csv"),
             "sheet": str(review_dir / "index.html")}
 

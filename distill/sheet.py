@@ -57,8 +57,8 @@ def write_sheet(folder: Path, title: str, sections: list[tuple[str, list[dict]]]
                 fields: list[str], intro: str = "") -> Path:
     """sections: (heading, rows); each row needs image_id and path. Returns index.html."""
     folder.mkdir(parents=True, exist_ok=True)
-    parts = [f"<!doctype html><html lang=en><head><meta charset=utf-8>"
-             f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>",
+    parts = [(f"<!doctype html><html lang=en><head><meta charset=utf-8>"
+              f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>"),
              f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(intro)}</p>" if intro else ""]
     for heading, rows in sections:
         parts.append(f"<h2>{html.escape(heading)} ({len(rows)})</h2><div class=grid>")
