@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from distill.config import LabelConfig, from_mapping  # noqa: E402
 from distill.decode import DecodeError, decode_bytes, decode_path  # noqa: E402
-from distill.label import run_label  # noqa: E402
+from distill.label import decode_workers, run_label  # noqa: E402
 from distill.sources import packaged_photos  # noqa: E402
 from teachers import create_teachers  # noqa: E402
 from teachers.base import library_versions  # noqa: E402
@@ -77,7 +77,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=48)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=None,
+                        help="decode processes (default: the label stage's auto choice)")
     args = parser.parse_args()
 
     scratch = Path(tempfile.mkdtemp(prefix="distill-bench-"))
@@ -128,7 +129,8 @@ def main():
         "teacher_compute_images_per_s": {name: rate(s) for name, s in compute.items()},
         "teacher_set_compute_images_per_s": rate(compute_set_s),
         "pipeline_images_per_s": rate(pipeline_s),
-        "pipeline_workers": args.workers,
+        "pipeline_workers": args.workers if args.workers is not None else decode_workers(
+            from_mapping(LabelConfig, {"source": {}, "out": ""})),
         "pipeline_over_compute": round(compute_set_s / pipeline_s, 3),
         "target_pipeline_over_compute": 0.8,
     }

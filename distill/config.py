@@ -22,7 +22,10 @@ class DecodeConfig:
     draft: bool = True  # let JPEG decode straight to about max_side (much faster)
     min_side: int = 32
     max_pixels: int = 200_000_000
-    workers: int = 1  # DataLoader processes decoding ahead of the teachers
+    # DataLoader processes decoding ahead of the teachers; None = auto: none on ≤ 2 cores per
+    # process (measured: a decode process beside 2 OpenMP teacher threads on 2 cores stalls
+    # the threads' barriers), else a quarter of the cores, at most 8.
+    workers: int | None = None
     prefetch: int = 4  # batches each worker keeps ready
 
 

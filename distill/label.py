@@ -7,6 +7,7 @@ DataLoader workers, score in batches, write each shard atomically, then (rank 0)
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -112,10 +113,9 @@ def _identity(row: dict) -> dict:
 
 
 def label_shard(index: int, inputs: pa.Table, source: Source, teachers: list[Teacher],
-                config: LabelConfig, bar: tqdm) -> ShardResult:
+                config: LabelConfig, bar: tqdm, workers: int = 0) -> ShardResult:
     chunk = inputs.slice(index * config.shard_size, config.shard_size).to_pylist()
     items = [SourceItem(r["key"], r["path"], r["locator"]) for r in chunk]
-    workers = config.decode.workers
     loader = DataLoader(ShardImages(source, items, config), batch_size=config.batch_size,
                         num_workers=workers, prefetch_factor=config.decode.prefetch if workers else None,
                         collate_fn=list)
@@ -190,6 +190,17 @@ def fuse_run(out: Path, fusion: fuse.FusionConfig) -> pa.Table:
     return fused
 
 
+def cores_per_process(processes: int) -> int:
+    return max(1, (os.cpu_count() or 1) // processes)
+
+
+def decode_workers(config: LabelConfig, processes: int = 1) -> int:
+    if config.decode.workers is not None:
+        return config.decode.workers
+    cores = cores_per_process(processes)
+    return 0 if cores <= 2 else min(8, cores // 4)
+
+
 def run_label(config: LabelConfig, progress: bool = True, max_shards: int | None = None) -> dict | None:
     """Label `config.source` into `config.out`. Under torchrun / accelerate launch each rank
     takes shards k with k % world == rank. Returns the summary (on rank 0, once complete)."""
@@ -202,7 +213,10 @@ def run_label(config: LabelConfig, progress: bool = True, max_shards: int | None
     state.wait_for_everyone()
     inputs = freeze_inputs(out, source, config.source)
     teachers = create_teachers(config.teachers, config.weights_dir, device=str(state.device))
-    torch.set_num_threads(max(1, torch.get_num_threads() // state.num_processes))
+    # Every busy thread gets a core of its own: OpenMP teachers on an oversubscribed CPU
+    # spin at their barriers and slow down by tens of times (measured on 2 cores).
+    workers = decode_workers(config, state.num_processes)
+    torch.set_num_threads(max(1, cores_per_process(state.num_processes) - workers))
 
     total_shards = -(-inputs.num_rows // config.shard_size)
     done = shards.completed_shards(out)
@@ -213,7 +227,7 @@ def run_label(config: LabelConfig, progress: bool = True, max_shards: int | None
     with tqdm(total=todo, unit="img", desc=f"labeling (rank {state.process_index})",
               disable=not progress, dynamic_ncols=True) as bar:
         for index in mine:
-            write_result(out, index, label_shard(index, inputs, source, teachers, config, bar))
+            write_result(out, index, label_shard(index, inputs, source, teachers, config, bar, workers))
     state.wait_for_everyone()
     if not state.is_main_process or len(shards.completed_shards(out)) < total_shards:
         return None  # another rank finalizes, or --max-shards left work for the next call
