@@ -28,12 +28,12 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from distill.config import LabelConfig, from_mapping  # noqa: E402
-from distill.decode import DecodeError, decode_bytes, decode_path  # noqa: E402
-from distill.label import decode_workers, run_label  # noqa: E402
-from distill.sources import packaged_photos  # noqa: E402
-from teachers import create_teachers  # noqa: E402
-from teachers.base import library_versions  # noqa: E402
+from distill.config import LabelConfig, from_mapping
+from distill.decode import DecodeError, decode_bytes, decode_path
+from distill.label import decode_workers, run_label
+from distill.sources import packaged_photos
+from teachers import create_teachers
+from teachers.base import library_versions
 
 CAMERA_SIDE = 2400
 MAX_SIDE = 768  # the label stage's default
