@@ -138,7 +138,7 @@ def weights_size(weight_files: list[dict]) -> dict:
 
 def load_predictor(model: str, *, options: dict | None = None, weights_dir: str | None = None,
                    batch_size: int | None = None) -> Predictor:
-    """`teacher:NAME` → that teacher; a student file → a clear error until students exist."""
+    """`teacher:NAME` → that teacher; a student.pt / student.onnx file → that student."""
     if model.startswith("teacher:"):
         from teachers import TEACHERS, create_teachers
 
@@ -150,9 +150,54 @@ def load_predictor(model: str, *, options: dict | None = None, weights_dir: str 
     if options:
         raise DistillError("--option applies to teacher:NAME models only")
     path = Path(model)
-    if path.suffix.lower() in STUDENT_SUFFIXES or path.is_file():
-        raise DistillError(
-            f"--model {model}: students are not available yet (they arrive with the "
-            "distillation issue); bench a teacher with --model teacher:NAME")
+    if path.suffix.lower() in STUDENT_SUFFIXES and path.is_file():
+        return StudentPredictor(path, batch_size)
+    if path.suffix.lower() in STUDENT_SUFFIXES:
+        raise DistillError(f"--model {model}: no such student file")
     raise DistillError(f"--model {model}: expected teacher:NAME or a student file "
                        f"({', '.join(STUDENT_SUFFIXES)})")
+
+
+class StudentPredictor:
+    """A trained student (student.pt, or student.onnx from `distill export`): it predicts the
+    1–10 quality and keep_prob directly, so no quantile matching is involved."""
+
+    kind = "student"
+
+    def __init__(self, path: Path, batch_size: int | None = None):
+        from distill.cull import load_model
+
+        self.path = Path(path)
+        self.student = load_model(self.path)
+        self.name = f"student:{self.path.parent.name}/{self.path.name}"
+        self.batch_size = batch_size or 32
+
+    def predict(self, images: Sequence[Image.Image]) -> Predictions:
+        out = self.student.predict(list(images), batch_size=self.batch_size)
+        quality = np.asarray(out["quality"], dtype=np.float64)
+        return Predictions(raw=quality, oriented=quality, quality=quality,
+                           keep_prob=np.asarray(out["keep_prob"], dtype=np.float64))
+
+    def describe(self) -> dict:
+        return {"higher_is_better": True, "native_range": list(CULLING_RANGE),
+                "input_size": self.student.preprocessing.get("image_size"),
+                "device": "cpu", "description": f"distilled student from {self.path}",
+                "quality_source": "native 1-10", "keep_source": "keep_prob head"}
+
+    def provenance(self) -> dict:
+        card = getattr(self.student, "card", {}) or {}
+        return {"student": str(self.path), "card": card}
+
+    def cost(self) -> dict:
+        size = {"size_mb": self.path.stat().st_size / 1e6, "size_note": f"{self.path.name} on disk"}
+        model = getattr(self.student, "model", None)
+        if model is None:  # ONNX: the model card written at training time has the counts
+            card = getattr(self.student, "card", {}) or {}
+            return {"params": card.get("parameters"), "params_note": "from the model card",
+                    "flops": card.get("flops_at_224"), "flops_note": "from the model card (224 px)", **size}
+        from students.models import count_flops, count_parameters
+
+        side = int(self.student.preprocessing.get("image_size", 224))
+        return {"params": count_parameters(model), "params_note": "",
+                "flops": count_flops(model, side),
+                "flops_note": f"torch FlopCounterMode, one {side}x{side} image", **size}

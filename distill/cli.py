@@ -398,6 +398,28 @@ def cull_command(folder, model_path, action, xmp, dest, report, keep_threshold, 
                f"({result['remaining']} not yet decided)  report: {result['report']}")
 
 
+@main.command()
+@click.option("--workdir", type=click.Path(file_okay=False), default="quickstart", show_default=True,
+              help="Where the sample pool, labels, student and report go (recreated each run).")
+@click.option("--size", type=click.Choice(["full", "small"]), default="full", show_default=True,
+              help="small: a reduced pool for smoke tests.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--no-progress", is_flag=True, help="Hide the progress bars.")
+@one_line_errors
+def quickstart(workdir, size, seed, no_progress):
+    """Run the whole engine offline on photos installed packages ship: build a degraded
+    sample pool, label it, dedup it, distill a student, benchmark it on held-out photos."""
+    from distill.quickstart import run_quickstart
+
+    result = run_quickstart(workdir, size, seed, progress=not no_progress)
+    click.echo(f"\nquickstart ({size}, seed {seed}) in {result['seconds']} s, in {result['workdir']}")
+    click.echo(f"{'stage':8s} {'seconds':>8s}  result")
+    for name, stage in result["stages"].items():
+        details = "  ".join(f"{k} {v}" for k, v in stage.items() if k != "seconds")
+        click.echo(f"{name:8s} {stage['seconds']:8.1f}  {details}")
+    click.echo(f"report: {result['report']}")
+
+
 @main.command("teachers")
 def list_teachers_command():
     """List the registered teachers and what they measure."""
@@ -460,8 +482,11 @@ def weights_verify(names, weights_dir):
 def _register_stage_commands() -> None:
     """Stage commands that live beside their stage, each in its own cli_* module."""
     from distill.cli_bench import bench
+    from distill.cli_dedup import dedup
+    from distill.cli_train import export, train
 
-    main.add_command(bench)
+    for command in (dedup, train, export, bench):
+        main.add_command(command)
 
 
 _register_stage_commands()

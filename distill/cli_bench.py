@@ -27,7 +27,7 @@ def _parse_options(options: tuple[str, ...]) -> dict:
 @click.argument("reports", nargs=-1, type=click.Path(dir_okay=False))
 @click.option("--model", "model", metavar="teacher:NAME|PATH",
               help="What to bench: teacher:NAME (see `distill teachers`), or a student file "
-              "(.pt/.onnx; students are not available yet and say so).")
+              "(student.pt from `distill train`, or student.onnx from `distill export`).")
 @click.option("--dataset", type=click.Choice(["ava", "eva", "koniq", "csv"]),
               help="ava: AVA.txt vote counts, images/<id>.jpg. eva: votes_filtered.csv "
               "('='-separated, one row per vote, averaged per image; 0-10 votes used as is on "

@@ -216,7 +216,10 @@ def run_label(config: LabelConfig, progress: bool = True, max_shards: int | None
     # Every busy thread gets a core of its own: OpenMP teachers on an oversubscribed CPU
     # spin at their barriers and slow down by tens of times (measured on 2 cores).
     workers = decode_workers(config, state.num_processes)
-    torch.set_num_threads(max(1, cores_per_process(state.num_processes) - workers))
+    threads = cores_per_process(state.num_processes) - workers
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit():  # the user's explicit cap wins
+        threads = min(threads, int(os.environ["OMP_NUM_THREADS"]))
+    torch.set_num_threads(max(1, threads))
 
     total_shards = -(-inputs.num_rows // config.shard_size)
     done = shards.completed_shards(out)

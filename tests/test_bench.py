@@ -245,13 +245,31 @@ def test_cli_bench_and_compare_give_one_table(piqe_run, ava, tmp_path):
     assert bad.exit_code == 2 and "not a bench report" in bad.output
 
 
-def test_student_models_are_refused_clearly(ava, tmp_path):
+def test_a_student_is_benched_on_the_same_rows_as_teachers(ava, piqe_run, tmp_path):
+    import torch
+
+    from students import create_student
+    from students.checkpoint import save_student
+    from students.preprocess import policy
+
     root, _ = ava
-    with pytest.raises(DistillError, match="students are not available yet"):
-        run_bench(str(tmp_path / "student.onnx"), "ava", root, "all", tmp_path / "out")
-    result = CliRunner().invoke(bench, ["--model", "student.pt", "--dataset", "ava", "--root",
-                                        str(root)])
-    assert result.exit_code == 2 and "students are not available yet" in result.output
+    torch.manual_seed(0)
+    save_student(tmp_path / "student.pt", create_student("tiny").eval(), "tiny", {}, policy(64), {})
+    result = CliRunner().invoke(bench, ["--model", str(tmp_path / "student.pt"), "--dataset", "ava",
+                                        "--root", str(root), "--split", "all", "--out",
+                                        str(tmp_path / "student"), "--latency-samples", "3",
+                                        "--bootstrap", "200"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "student" / "report.json").read_text())
+    assert report["model"]["kind"] == "student"
+    assert report["model"]["cost"]["params"] > 0 and report["model"]["cost"]["flops"] > 0
+    predictions = read_predictions(tmp_path / "student")
+    assert np.all((predictions["quality_1_10"] >= 1) & (predictions["quality_1_10"] <= 10))
+    table = compare_reports([str(piqe_run[1] / "report.json"), str(tmp_path / "student" / "report.json")])
+    assert "| student |" in table and "| teacher:piqe |" in table
+    missing = CliRunner().invoke(bench, ["--model", str(tmp_path / "nope.pt"), "--dataset", "ava",
+                                         "--root", str(root)])
+    assert missing.exit_code == 2 and "no such student file" in missing.output
 
 
 def test_koniq_loader_keeps_native_mos_and_maps_thresholds(tmp_path):

@@ -1,0 +1,281 @@
+"""Scale of `distill dedup`: a million clustered 512-d "CLIP-like" vectors on this machine.
+
+Synthetic data: `--centres` random unit centres in 512-d, each vector a centre plus Gaussian
+noise (cosine ≈ 0.64 between two vectors of one centre, ≈ 0 across centres), L2-normalised and
+stored float16 as `distill label` stores CLIP embeddings; `--planted` of the rows are near
+copies of another row (cosine 0.97-0.995, a few exactly equal). The run is written as label
+shards and `run_dedup` runs on it in a fresh process, which reports its wall time and peak
+memory (ru_maxrss); then recall@1 of the approximate index against exact search is measured
+on `--queries` rows, and the planted pairs against the clusters dedup found.
+
+    python benchmarks/dedup_scale.py                      # 1,000,000 vectors, index auto
+    python benchmarks/dedup_scale.py --n 100000 --index hnsw
+    python benchmarks/dedup_scale.py --crossover          # exact vs approximate by size
+
+Writes benchmarks/results/dedup_scale.json (or the file --out names).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+RESULTS = Path(__file__).parent / "results" / "dedup_scale.json"
+DIM = 512
+NOISE = 0.75  # |noise| / |centre|: same-centre cosine ≈ 1 / (1 + NOISE²) ≈ 0.64
+SHARD_ROWS = 65536
+CHUNK = 65536
+
+
+def synthetic_vectors(n: int, centres: int, planted: float, dim: int = DIM, seed: int = 0,
+                      noise: float = NOISE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(n x dim float16 unit vectors, planted copy rows, the rows they copy)."""
+    rng = np.random.default_rng(seed)
+    centre = rng.standard_normal((centres, dim), dtype=np.float32)
+    centre /= np.linalg.norm(centre, axis=1, keepdims=True)
+    vectors = np.empty((n, dim), dtype=np.float16)
+    for start in range(0, n, CHUNK):
+        rows = min(CHUNK, n - start)
+        block = centre[rng.integers(0, centres, rows)]
+        block += rng.standard_normal((rows, dim), dtype=np.float32) * (noise / np.sqrt(dim))
+        vectors[start:start + rows] = block / np.linalg.norm(block, axis=1, keepdims=True)
+    copies = rng.choice(n, int(n * planted), replace=False)
+    originals = rng.choice(np.setdiff1d(np.arange(n), copies), len(copies), replace=False)
+    # Edit strength: cosine 1/sqrt(1 + s²) from 0.995 (s = 0.1) to 0.97 (s = 0.25); 5 % exact.
+    strength = np.where(rng.random(len(copies)) < 0.05, 0.0, rng.uniform(0.1, 0.25, len(copies)))
+    for start in range(0, len(copies), CHUNK):
+        part = slice(start, start + CHUNK)
+        block = vectors[originals[part]].astype(np.float32)
+        noise = rng.standard_normal(block.shape, dtype=np.float32) / np.sqrt(dim)
+        block += noise * strength[part, None]
+        vectors[copies[part]] = block / np.linalg.norm(block, axis=1, keepdims=True)
+    return vectors, copies, originals
+
+
+def write_run(out: Path, vectors: np.ndarray) -> None:
+    """Label shards for the vectors: unique sha1s (no exact file duplicates), random quality."""
+    import pyarrow as pa
+
+    from distill import shards
+
+    rng = np.random.default_rng(1)
+    errors = shards.ERROR_SCHEMA.empty_table()
+    for index, start in enumerate(range(0, len(vectors), SHARD_ROWS)):
+        rows = range(start, min(start + SHARD_ROWS, len(vectors)))
+        quality = rng.uniform(1, 10, len(rows))
+        labels = pa.table({
+            "image_id": [f"img{r:08d}" for r in rows],
+            "source": ["synthetic"] * len(rows),
+            "path": [""] * len(rows),
+            "sha1": [hashlib.sha1(str(r).encode()).hexdigest() for r in rows],
+            "quality": quality,
+        })
+        shards.write_shard(out, index, labels, errors, vectors[start:start + len(rows)])
+
+
+def exact_top(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k inner products of vectors[queries] over all vectors, block by block."""
+    import faiss
+
+    heap = faiss.ResultHeap(len(queries), k, keep_max=True)
+    block_queries = vectors[queries].astype(np.float32)
+    for start in range(0, len(vectors), 131072):
+        block = vectors[start:start + 131072].astype(np.float32)
+        sims, ids = faiss.knn(block_queries, block, k, metric=faiss.METRIC_INNER_PRODUCT)
+        heap.add_result(sims, ids + start)
+    heap.finalize()
+    return heap.D, heap.I
+
+
+def _nearest_other(sims: np.ndarray, ids: np.ndarray, queries: np.ndarray):
+    """Top-1 neighbour that is not the query itself (columns 0 and 1 of a k ≥ 2 search)."""
+    self_first = ids[:, 0] == queries
+    return (np.where(self_first, ids[:, 1], ids[:, 0]),
+            np.where(self_first, sims[:, 1], sims[:, 0]))
+
+
+def worker(run: Path, args) -> dict:
+    """In a fresh process: time run_dedup, read its peak memory, then measure recall."""
+    import faiss
+    import pyarrow.parquet as pq
+
+    from distill import descriptors, shards
+    from distill.dedup import DEDUP_FILE, IndexSpec, build_index, run_dedup
+
+    spec = IndexSpec(kind=args.index, nlist=args.nlist, nprobe=args.nprobe, k=args.k,
+                     ef_search=args.ef_search, hnsw_m=args.hnsw_m)
+    started = time.perf_counter()
+    summary = run_dedup(run, threshold=args.threshold, index=spec, progress=False)
+    wall = time.perf_counter() - started
+    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # Linux: KiB
+    result = {"run_dedup_wall_s": round(wall, 1), "peak_rss_gb": round(peak_gb, 3),
+              "summary": summary, "faiss": faiss.__version__, "faiss_threads": faiss.omp_get_max_threads()}
+
+    # Recall@1 of the same index (rebuilt the same way: seeded sample, faiss's seeded k-means)
+    # against exact search, on a sample of rows as queries.
+    vectors = shards.read_embeddings(run)
+    vectors[:] = descriptors.normalise_rows(vectors)
+    queries = np.sort(np.random.default_rng(2).choice(len(vectors), args.queries, replace=False))
+    started = time.perf_counter()
+    exact_sims, exact_ids = exact_top(vectors, queries, 32)
+    result["exact_search_s"] = round(time.perf_counter() - started, 1)
+    handle = build_index(vectors, np.arange(len(vectors)), spec, progress=False)
+    approx_sims, approx_ids = handle.index.search(vectors[queries].astype(np.float32), 2)
+    true_id, true_sim = _nearest_other(exact_sims, exact_ids, queries)
+    found_id, found_sim = _nearest_other(approx_sims, approx_ids, queries)
+    # A different id at the same similarity (an exact copy) is a tie, not a miss.
+    hit = (found_id == true_id) | (found_sim >= true_sim - 1e-6)
+    result["recall_at_1"] = round(float(hit.mean()), 4)
+
+    # Pairs over τ among the queries' exact neighbours: did dedup put them in one cluster?
+    cluster = pq.read_table(run / DEDUP_FILE, columns=["cluster_id"]).column(0).to_numpy()
+    tau = summary["threshold"]
+    rows, cols = np.nonzero((exact_sims >= tau) & (exact_ids != queries[:, None]))
+    pair_a, pair_b = queries[rows], exact_ids[rows, cols]
+    result["pairs_over_tau_among_queries"] = len(pair_a)
+    result["pair_recall_vs_exact"] = round(float(np.mean(cluster[pair_a] == cluster[pair_b])), 4) \
+        if len(pair_a) else None
+    return result
+
+
+def planted_scores(run: Path, copies: np.ndarray, originals: np.ndarray) -> dict:
+    """Planted near-copy pairs vs the pairs dedup's clusters imply."""
+    import pyarrow.parquet as pq
+
+    from distill.dedup import DEDUP_FILE
+
+    cluster = pq.read_table(run / DEDUP_FILE, columns=["cluster_id"]).column(0).to_numpy()
+    sizes = np.bincount(cluster)
+    predicted = int(np.sum(sizes * (sizes - 1) // 2))
+    found = int(np.sum(cluster[copies] == cluster[originals]))
+    return {"planted_pairs": len(copies), "clustered_pairs": predicted,
+            "planted_recall": round(found / len(copies), 4) if len(copies) else None,
+            "planted_precision": round(found / predicted, 4) if predicted else None}
+
+
+def crossover(sizes: list[int], dim: int, threshold: float, nprobe: int,
+              noise: float = NOISE) -> list[dict]:
+    """All-vs-all near-duplicate search time, exact flat index vs IVF, per collection size."""
+    from distill.dedup import IndexSpec, near_duplicate_pairs
+
+    rows = []
+    for n in sizes:
+        vectors, _, _ = synthetic_vectors(n, max(1, n // 50), 0.01, dim=dim, seed=n, noise=noise)
+        valid = np.ones(n, dtype=bool)
+        row = {"n": n, "dim": dim, "threshold": threshold, "noise": noise,
+               "loadavg_before": os.getloadavg()[0]}
+        found = {}
+        for kind in ("flat", "ivf"):
+            started = time.perf_counter()
+            a, b, _, info = near_duplicate_pairs(vectors, valid, threshold,
+                                                 IndexSpec(kind=kind, nprobe=nprobe),
+                                                 progress=False)
+            row[f"{kind}_s"] = round(time.perf_counter() - started, 2)
+            found[kind] = set(zip(a.tolist(), b.tolist()))
+            if kind == "ivf":
+                row["ivf_nlist"], row["ivf_nprobe"] = info["nlist"], info["nprobe"]
+        row["ivf_pair_recall_vs_flat"] = round(len(found["ivf"] & found["flat"])
+                                               / max(1, len(found["flat"])), 4)
+        row["faster"] = "flat" if row["flat_s"] <= row["ivf_s"] else "ivf"
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
+def _machine() -> dict:
+    import faiss
+
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "faiss": faiss.__version__,
+            "faiss_threads": faiss.omp_get_max_threads(), "faiss_gpus": faiss.get_num_gpus(),
+            "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9, 1)}
+
+
+def _save(out: Path, key: str, name: str, payload) -> None:
+    """Merge into the results file: the scale runs and the crossover are measured separately."""
+    report = json.loads(out.read_text()) if out.exists() else {"benchmark": "dedup_scale"}
+    report.setdefault(key, {})[name] = payload
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out} [{key}][{name}]")
+
+
+def main():
+    from distill.dedup import DEFAULT_THRESHOLD
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=1_000_000)
+    parser.add_argument("--centres", type=int, default=20_000)
+    parser.add_argument("--planted", type=float, default=0.01, help="fraction of near copies")
+    parser.add_argument("--index", default="auto", choices=["auto", "flat", "ivf", "hnsw"])
+    parser.add_argument("--nlist", type=int, default=None)
+    parser.add_argument("--nprobe", type=int, default=8)
+    parser.add_argument("--k", type=int, default=16)
+    parser.add_argument("--hnsw-m", type=int, default=32)
+    parser.add_argument("--ef-search", type=int, default=128)
+    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD["clip"])
+    parser.add_argument("--queries", type=int, default=10_000)
+    parser.add_argument("--crossover", action="store_true", help="flat vs IVF time by size")
+    parser.add_argument("--sizes", default="2000,5000,10000,20000,50000,100000")
+    parser.add_argument("--dim", type=int, default=DIM)
+    parser.add_argument("--noise", type=float, default=NOISE,
+                        help="noise/centre norm ratio: same-centre cosine ≈ 1/(1+noise²)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.worker:
+        print(json.dumps(worker(args.worker, args), default=float))
+        return
+    if args.crossover:
+        rows = crossover([int(s) for s in args.sizes.split(",")], args.dim, args.threshold,
+                         args.nprobe, args.noise)
+        faster = [row["n"] for row in rows if row["faster"] == "ivf"]
+        _save(args.out, "crossover", f"dim{args.dim}", {
+            "date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": _machine(),
+            "rows": rows, "smallest_n_where_ivf_is_faster": min(faster) if faster else None})
+        return
+
+    load_before = os.getloadavg()
+    started = time.perf_counter()
+    vectors, copies, originals = synthetic_vectors(args.n, args.centres, args.planted, args.dim,
+                                                   noise=args.noise)
+    generate_s = time.perf_counter() - started
+    with tempfile.TemporaryDirectory(prefix="dedup-scale-") as tmp:
+        run = Path(tmp)
+        write_run(run, vectors)
+        del vectors
+        forwarded = [f"--{name.replace('_', '-')}={getattr(args, name)}" for name in
+                     ("index", "nprobe", "k", "hnsw_m", "ef_search", "threshold", "queries")]
+        forwarded += [f"--nlist={args.nlist}"] if args.nlist else []
+        child = subprocess.run([sys.executable, __file__, f"--worker={run}", *forwarded],
+                               capture_output=True, text=True, check=False)
+        if child.returncode:
+            raise SystemExit(f"worker failed:\n{child.stderr[-4000:]}")
+        result = json.loads(child.stdout.strip().splitlines()[-1])
+        result.update(planted_scores(run, copies, originals))
+    result = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": _machine(),
+              "data": {"n": args.n, "dim": args.dim, "centres": args.centres, "noise": args.noise,
+                       "planted_fraction": args.planted, "generate_s": round(generate_s, 1)},
+              "queries": args.queries, "loadavg_before": load_before,
+              "loadavg_after": os.getloadavg(), **result}
+    print(json.dumps({k: v for k, v in result.items() if k != "summary"}, indent=2))
+    _save(args.out, "scale", f"n{args.n}-{args.index}", result)
+
+
+if __name__ == "__main__":
+    main()

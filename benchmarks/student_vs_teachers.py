@@ -1,0 +1,253 @@
+"""A distilled student vs the teacher set it learned from, on this CPU, in one run.
+
+1. Pool: crops of the real photos installed packages ship (scikit-image, matplotlib, pyiqa's
+   ResultsCalibra references), each degraded by 0–3 of blur, noise, JPEG, exposure and
+   downscaling at random strengths, so quality varies. The base photos are split in two:
+   the held-out pool shares no photo with the training pool (crops of one photo are too
+   alike to count as held out).
+2. `distill label` (brisque, piqe, technical) labels both pools.
+3. `distill train` distills the training pool into the student (`--student`, default tiny).
+4. On the held-out pool, on decoded images in memory, 2 threads: images/s of the teacher set
+   (the three teachers, as labeling runs them) and of the student (its resize + crop +
+   forward), parameters and FLOPs of each, and the student's SRCC / PLCC with the fused
+   teacher quality.
+
+    python benchmarks/student_vs_teachers.py [--work runs/bench-student] [--student tiny]
+        [--steps 1500] [--train-images 360] [--held-out-images 120] [--fresh]
+
+Steps 1–3 are reused from --work when present (--fresh redoes them); step 4 always runs.
+Writes benchmarks/results/student_vs_teachers.json, with os.getloadavg() before and after:
+other jobs on a shared machine slow both sides, not necessarily equally.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageFilter
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from distill import shards
+from distill.decode import decode_path
+from distill.sources import packaged_photos
+from distill.train import quality_metrics
+from students import load_student
+from teachers import OFFLINE_TEACHERS, create_teachers
+from teachers.base import library_versions
+
+RESULTS = Path(__file__).parent / "results" / "student_vs_teachers.json"
+# Real photographs only (no charts, logos, micrographs); motorcycle_right is the stereo twin
+# of motorcycle_left and dist_dir holds distorted twins of ref_dir, so both are left out.
+BASES = ("astronaut", "camera", "chelsea", "coffee", "grace_hopper", "hubble_deep_field",
+         "moon", "motorcycle_left", "retina", "rocket", "I03", "I04", "I06", "I08", "I19")
+HELD_OUT = ("coffee", "grace_hopper", "I08", "rocket")
+THREADS = 2
+
+
+def base_photos() -> dict[str, Image.Image]:
+    found = {}
+    for path in packaged_photos():
+        if path.stem in BASES and path.stem not in found and path.parent.name != "dist_dir":
+            found[path.stem] = Image.open(path).convert("RGB")
+    missing = sorted(set(BASES) - set(found))
+    if missing:
+        raise SystemExit(f"sample photos missing: {', '.join(missing)}")
+    return found
+
+
+def degrade(image: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, list[str]]:
+    """0–3 degradations at random strengths; returns the image and what was done."""
+    done = []
+    for kind in rng.choice(["blur", "noise", "jpeg", "exposure", "downscale"],
+                           size=rng.integers(0, 4), replace=False):
+        if kind == "blur":
+            strength = rng.uniform(0.5, 3.0)
+            image = image.filter(ImageFilter.GaussianBlur(strength))
+        elif kind == "noise":
+            strength = rng.uniform(3, 30)
+            noise = rng.normal(0, strength, (image.height, image.width, 3))
+            pixels = np.asarray(image, np.float64) + noise
+            image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+        elif kind == "jpeg":
+            from io import BytesIO
+
+            strength = int(rng.integers(5, 50))
+            buffer = BytesIO()
+            image.save(buffer, "JPEG", quality=strength)
+            image = Image.open(BytesIO(buffer.getvalue())).convert("RGB")
+        elif kind == "exposure":
+            strength = float(rng.choice([rng.uniform(0.3, 0.65), rng.uniform(1.5, 2.5)]))
+            pixels = 255.0 * (np.asarray(image, np.float64) / 255.0) ** (1.0 / strength)
+            image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+        else:
+            strength = rng.uniform(2, 5)
+            reduced = tuple(max(16, round(side / strength)) for side in image.size)
+            small = image.resize(reduced, Image.Resampling.BILINEAR)
+            image = small.resize(image.size, Image.Resampling.BILINEAR)
+        done.append(f"{kind}={strength:.2f}")
+    return image, done
+
+
+def make_pool(folder: Path, bases: dict[str, Image.Image], count: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    names = sorted(bases)
+    log = []
+    for index in range(count):
+        name = names[index % len(names)]
+        base = bases[name]
+        width, height = (round(side * rng.uniform(0.6, 1.0)) for side in base.size)
+        left = rng.integers(0, base.width - width + 1)
+        top = rng.integers(0, base.height - height + 1)
+        crop = base.crop((left, top, left + width, top + height))
+        crop.thumbnail((int(rng.integers(384, 513)),) * 2, Image.Resampling.LANCZOS)
+        image, done = degrade(crop, rng)
+        file = folder / f"{name}-{index:04d}.png"
+        image.save(file)
+        log.append({"file": file.name, "base": name, "degradations": done})
+    (folder.parent / f"{folder.name}.json").write_text(json.dumps(log, indent=1))
+
+
+def run(*command: str) -> None:
+    started = time.perf_counter()
+    print("$", " ".join(command), flush=True)
+    env = dict(os.environ, OMP_NUM_THREADS=str(THREADS))
+    subprocess.run([sys.executable, *command], check=True, env=env)
+    print(f"  ({time.perf_counter() - started:.0f} s)", flush=True)
+
+
+def throughput(score, images: list, repeats: int) -> float:
+    """Median images/s over repeats of scoring the whole list (after one warm-up)."""
+    score(images[:4])
+    rates = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        score(images)
+        rates.append(len(images) / (time.perf_counter() - started))
+    return statistics.median(rates)
+
+
+def teacher_cost(teachers, image: Image.Image) -> dict:
+    """Parameters (tensors the teachers hold) and torch-counted FLOPs on one image."""
+    from torch.utils.flop_counter import FlopCounterMode
+    from torchvision.transforms.functional import to_tensor
+
+    cost = {}
+    for teacher in teachers:
+        net = getattr(teacher, "net", None)
+        if net is None:  # `technical` is numpy / scipy: nothing torch can count
+            cost[teacher.name] = {"parameters": 0, "flops": None}
+            continue
+        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+            net(to_tensor(image).unsqueeze(0))
+        # pyiqa keeps BRISQUE's SVR (support vectors, coefficients) as plain tensor attributes
+        tensors = [*net.parameters(), *net.buffers(),
+                   *(v for v in vars(net).values() if isinstance(v, torch.Tensor))]
+        cost[teacher.name] = {"parameters": int(sum(t.numel() for t in tensors)),
+                              "flops": int(counter.get_total_flops())}
+    return cost
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--work", type=Path, default=Path("runs/bench-student"))
+    parser.add_argument("--student", default="tiny")
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--train-images", type=int, default=360)
+    parser.add_argument("--held-out-images", type=int, default=120)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--fresh", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(THREADS)
+    load_before = os.getloadavg()
+    work = args.work
+    if args.fresh and work.exists():
+        shutil.rmtree(work)
+    bases = base_photos()
+    pools = {"train": {k: v for k, v in bases.items() if k not in HELD_OUT},
+             "held_out": {k: v for k, v in bases.items() if k in HELD_OUT}}
+    sizes = {"train": args.train_images, "held_out": args.held_out_images}
+    for split, seed in (("train", 0), ("held_out", 1)):
+        if not (work / "pool" / split).exists():
+            make_pool(work / "pool" / split, pools[split], sizes[split], seed)
+        if not (work / "labels" / split / "manifest.json").exists():
+            run("-m", "distill.cli", "label", "--source", str(work / "pool" / split),
+                "--out", str(work / "labels" / split), "--teachers", ",".join(OFFLINE_TEACHERS),
+                "--no-progress")
+    run_dir = work / f"student-{args.student}-{args.steps}steps"
+    if not (run_dir / "student.pt").exists():
+        config = Path(__file__).resolve().parents[1] / "configs" / f"distill_{args.student}.yaml"
+        run("-m", "distill.cli_train", "train", "--config", str(config),
+            "--labels", str(work / "labels" / "train"), "--out", str(run_dir),
+            "--max-steps", str(args.steps), "--no-progress",
+            *(("--resume",) if (run_dir / "checkpoints").exists() else ()))
+
+    held_out = shards.read_labels(work / "labels" / "held_out").to_pylist()
+    images = [decode_path(row["path"], max_side=768).image for row in held_out]  # as labeled
+    truth = np.array([row["quality"] for row in held_out])
+    student = load_student(run_dir / "student.pt")
+    predicted = student.predict(images)["quality"]
+    teachers = create_teachers({name: {} for name in OFFLINE_TEACHERS})
+
+    def score_with_teachers(batch):
+        for teacher in teachers:
+            teacher.score(batch)
+
+    with torch.inference_mode():
+        student_rate = throughput(lambda batch: student.predict(batch, batch_size=32), images,
+                                  args.repeats)
+    teacher_rate = throughput(score_with_teachers, images, args.repeats)
+    card = student.card
+    costs = teacher_cost(teachers, images[0])
+    held_out_metrics = quality_metrics(predicted, truth) | {
+        "keep_agreement": float(np.mean((predicted >= 6) == (truth >= 6)))}
+    result = {
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                    "torch_threads": THREADS, "loadavg_before": load_before,
+                    "loadavg_after": os.getloadavg(),
+                    "note": "shared machine: other engineers' jobs were running"},
+        "libraries": library_versions("pyiqa", "timm", "numpy"),
+        "pool": {"train_images": len(shards.read_labels(work / "labels" / "train")),
+                 "held_out_images": len(held_out), "held_out_bases": list(HELD_OUT),
+                 "train_bases": sorted(pools["train"]),
+                 "held_out_quality_mean": round(float(truth.mean()), 3),
+                 "held_out_quality_std": round(float(truth.std()), 3)},
+        "teachers": {"names": list(OFFLINE_TEACHERS), "images_per_s": round(teacher_rate, 2),
+                     "per_teacher": costs,
+                     "parameters": sum(c["parameters"] for c in costs.values()),
+                     "flops_per_image": sum(c["flops"] or 0 for c in costs.values()),
+                     "flops_note": "torch FlopCounterMode on the first held-out image at its "
+                     "labeled size: convolutions and matmuls only; elementwise work and the "
+                     "numpy `technical` teacher are not counted, so this is a lower bound"},
+        "student": {"name": card["student"], "images_per_s": round(student_rate, 2),
+                    "parameters": card["parameters"], "flops_per_image": card["flops_at_224"],
+                    "image_size": student.preprocessing["image_size"], "init": card["init"],
+                    "training_steps": card["training"]["steps"],
+                    "val_metrics_on_train_pool_split": card["val_metrics"]},
+        "speedup": round(student_rate / teacher_rate, 1),
+        "held_out": {name: round(value, 4) for name, value in held_out_metrics.items()},
+        "targets": {"speedup_at_least": 20, "held_out_srcc_at_least": 0.85},
+    }
+    result["targets"]["met"] = {"speedup": result["speedup"] >= 20,
+                                "srcc": result["held_out"]["srcc"] >= 0.85}
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2))
+    print(json.dumps({k: result[k] for k in ("speedup", "held_out", "targets")}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

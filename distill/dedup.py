@@ -1,0 +1,411 @@
+"""Dedup stage: exact and near-duplicate images of a labeling run, and benchmark leakage.
+
+    run_dedup(OUT)  →  OUT/dedup.parquet (one row per labeled image) + OUT/dedup_summary.json
+
+1. Exact duplicates: identical sha1 of the file bytes.
+2. Near duplicates: cosine similarity ≥ τ between descriptors: the run's stored CLIP embeddings,
+   else the offline descriptor (`distill.descriptors`), which is also compared mirrored so that
+   horizontal flips match. Neighbours come from a FAISS k-NN search in batches (never an N×N
+   matrix): exact `IndexFlatIP` up to `FLAT_LIMIT` vectors, IVF above; each candidate pair is
+   then re-scored exactly from the vectors, so every index type applies the same τ.
+3. Pairs are joined into clusters (connected components, i.e. union-find); each cluster keeps
+   its highest-`quality` member, the others get is_duplicate, dup_of and the similarity to it.
+   Clusters chain: a member may be under τ from the kept image but over τ from another member.
+4. Leakage guard (`against`): a cluster with any member within τ of a benchmark image (or with
+   the same sha1 as a benchmark file) is dropped whole, since its members are near copies of
+   each other; dup_of is then "bench:<name>" and similarity is the member's own to that image.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from tqdm import tqdm
+
+from distill import descriptors, shards
+from distill.errors import ConfigError, DistillError
+
+DEDUP_FILE = "dedup.parquet"
+SUMMARY_FILE = "dedup_summary.json"
+# Offline: measured on benchmarks/dedup_accuracy.py (the highest τ whose duplicate-pair recall
+# on that set is ≥ 0.95). CLIP: common practice for CLIP image embeddings (0.9-0.98 are used);
+# it cannot be measured here without real CLIP weights: calibrate on your own data.
+DEFAULT_THRESHOLD = {"offline": 0.65, "clip": 0.95}
+# `auto` searches exactly up to here, IVF above. Measured all-vs-all crossover on 2 cores
+# (benchmarks/dedup_scale.py --crossover): IVF is faster from ~5k vectors at 512-d (CLIP) and
+# from ~20k at 129-d (offline). 10k sits between: either way it costs under a second more,
+# and the flat index is exact.
+FLAT_LIMIT = 10_000
+SEARCH_BATCH = 8192
+MAX_K = 1024  # the GPU k-NN limit is 2048; a row with more neighbours than this is reported
+# Candidates this far under τ are re-scored exactly: covers fp16 storage and float error.
+CANDIDATE_MARGIN = 0.005
+TRAIN_POINTS_PER_LIST = 40  # k-means training sample per IVF list (faiss warns under 39)
+
+
+@dataclass
+class IndexSpec:
+    """Which FAISS index answers the neighbour search, and its search parameters."""
+
+    kind: str = "auto"  # auto | flat | ivf | hnsw
+    nlist: int | None = None  # IVF lists; default ~4·sqrt(N), a power of two
+    nprobe: int = 8  # IVF lists searched per query
+    hnsw_m: int = 32
+    ef_construction: int = 80
+    ef_search: int = 128
+    k: int = 16  # neighbours per query; rows with k neighbours over τ are searched again with 4k
+    gpu: str = "auto"  # auto (when faiss has GPUs) | on | off
+    flat_limit: int = FLAT_LIMIT
+
+    def __post_init__(self):
+        if self.kind not in ("auto", "flat", "ivf", "hnsw"):
+            raise ConfigError(f"unknown index {self.kind!r}; use auto, flat, ivf or hnsw")
+        if self.gpu not in ("auto", "on", "off"):
+            raise ConfigError(f"unknown gpu setting {self.gpu!r}; use auto, on or off")
+        if self.k < 1 or self.nprobe < 1 or (self.nlist is not None and self.nlist < 1):
+            raise ConfigError("k, nprobe and nlist must be positive")
+
+
+@dataclass
+class NeighbourIndex:
+    index: faiss.Index
+    rows: np.ndarray  # index id → row of the vectors it holds
+    info: dict = field(default_factory=dict)
+    gpu_resources: object = None  # keeps the GPU memory alive as long as the index
+
+
+def default_nlist(n: int) -> int:
+    """About 4·sqrt(n) as a power of two, and never more lists than k-means can train."""
+    nearest = 1 << round(np.log2(max(1.0, 4 * np.sqrt(n))))
+    trainable = 1 << int(np.log2(max(1, n // TRAIN_POINTS_PER_LIST)))
+    return min(nearest, trainable)
+
+
+def _rows(vectors: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(vectors[rows], dtype=np.float32)
+
+
+def _use_gpu(setting: str, kind: str) -> bool:
+    gpus = faiss.get_num_gpus()  # 0 in faiss-cpu
+    if setting == "on" and not gpus:
+        raise DistillError("--gpu on, but faiss sees no GPU (pip install -e '.[gpu]' for faiss-gpu)")
+    # faiss has no GPU HNSW; flat and IVF move over as they are.
+    return setting != "off" and gpus > 0 and kind in ("flat", "ivf")
+
+
+def build_index(vectors: np.ndarray, rows: np.ndarray, spec: IndexSpec,
+                progress: bool = True) -> NeighbourIndex:
+    """A FAISS inner-product index over `vectors[rows]` (L2-normalised: IP is cosine)."""
+    n, dim = len(rows), vectors.shape[1]
+    kind = spec.kind if spec.kind != "auto" else ("flat" if n <= spec.flat_limit else "ivf")
+    info = {"kind": kind, "vectors": n, "dim": dim, "k": spec.k}
+    if kind == "flat":
+        index = faiss.IndexFlatIP(dim)
+    elif kind == "ivf":
+        nlist = min(spec.nlist or default_nlist(n), max(1, n))
+        # fp16 storage: half of IVF-Flat's memory, and lossless for the float16 CLIP embeddings.
+        index = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatIP(dim), dim, nlist,
+                                              faiss.ScalarQuantizer.QT_fp16,
+                                              faiss.METRIC_INNER_PRODUCT)
+        info.update(nlist=nlist, nprobe=min(spec.nprobe, nlist), storage="fp16")
+    else:
+        index = faiss.IndexHNSWFlat(dim, spec.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = spec.ef_construction
+        info.update(m=spec.hnsw_m, ef_construction=spec.ef_construction, ef_search=spec.ef_search)
+    resources = None
+    info["gpu"] = _use_gpu(spec.gpu, kind)
+    if info["gpu"]:  # code path present, untested: this machine has no GPU build of faiss
+        resources = faiss.StandardGpuResources()
+        index = faiss.index_cpu_to_gpu(resources, 0, index)
+    if kind == "ivf" and n:
+        sample = np.random.default_rng(0).permutation(n)[:TRAIN_POINTS_PER_LIST * info["nlist"]]
+        index.train(_rows(vectors, rows[np.sort(sample)]))
+    batches = range(0, n, SEARCH_BATCH * 8)
+    for start in tqdm(batches, desc=f"indexing ({kind})", unit="batch", disable=not progress,
+                      leave=False):
+        index.add(_rows(vectors, rows[start:start + SEARCH_BATCH * 8]))
+    if kind == "ivf":
+        index.nprobe = info["nprobe"]  # CPU IndexIVF and GpuIndexIVF both expose nprobe
+    elif kind == "hnsw":
+        index.hnsw.efSearch = spec.ef_search
+    return NeighbourIndex(index, rows, info, resources)
+
+
+def _search(handle: NeighbourIndex, vectors: np.ndarray, queries: np.ndarray, k: int,
+            signs: np.ndarray | None, desc: str, progress: bool):
+    """Yield (query rows, similarities, neighbour rows) per batch; -1 marks no neighbour."""
+    k = min(k, handle.index.ntotal)
+    for start in tqdm(range(0, len(queries), SEARCH_BATCH), desc=desc, unit="batch",
+                      disable=not progress or len(queries) <= SEARCH_BATCH, leave=False):
+        batch = queries[start:start + SEARCH_BATCH]
+        block = _rows(vectors, batch)
+        if signs is not None:
+            block *= signs
+        sims, ids = handle.index.search(block, k)
+        yield batch, sims, np.where(ids >= 0, handle.rows[np.maximum(ids, 0)], -1)
+
+
+def pair_similarity(vectors: np.ndarray, a: np.ndarray, b: np.ndarray,
+                    signs: np.ndarray | None = None, other: np.ndarray | None = None) -> np.ndarray:
+    """Exact cosine of vectors[a] with (other or vectors)[b]; with `signs`, the max over the mirror."""
+    other = vectors if other is None else other
+    out = np.empty(len(a), dtype=np.float32)
+    for start in range(0, len(a), SEARCH_BATCH * 8):
+        part = slice(start, start + SEARCH_BATCH * 8)
+        left, right = _rows(vectors, a[part]), _rows(other, b[part])
+        sims = np.einsum("ij,ij->i", left, right)
+        if signs is not None:
+            sims = np.maximum(sims, np.einsum("ij,ij->i", left * signs, right))
+        out[part] = sims
+    return np.minimum(out, 1.0)  # fp16 rounding can put a self-similarity a hair over 1
+
+
+def near_duplicate_pairs(vectors: np.ndarray, valid: np.ndarray, threshold: float,
+                         spec: IndexSpec, signs: np.ndarray | None = None,
+                         progress: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """All row pairs (a < b) with cosine ≥ threshold, as (a, b, similarity, index info).
+
+    k-NN with adaptive k: a query whose k-th neighbour is still over τ may have more, so those
+    rows are searched again with 4k (up to MAX_K); the rest are complete.
+    """
+    rows = np.flatnonzero(valid)
+    empty = np.empty(0, dtype=np.int64)
+    if len(rows) < 2:
+        return empty, empty, np.empty(0, dtype=np.float32), {"kind": "none", "vectors": len(rows)}
+    started = time.perf_counter()
+    handle = build_index(vectors, rows, spec, progress)
+    handle.info["build_s"] = round(time.perf_counter() - started, 3)
+    started = time.perf_counter()
+    floor = threshold - CANDIDATE_MARGIN
+    found_a, found_b = [], []
+    for query_signs in ([None] if signs is None else [None, signs]):
+        pending, k = rows, spec.k
+        while len(pending):
+            saturated = []
+            for batch, sims, ids in _search(handle, vectors, pending, k, query_signs,
+                                            f"near-duplicate search (k={k})", progress):
+                hit = (sims >= floor) & (ids >= 0)
+                where = np.nonzero(hit)
+                found_a.append(batch[where[0]])
+                found_b.append(ids[where])
+                saturated.append(batch[hit[:, -1]])
+            pending = np.concatenate(saturated)
+            if k >= min(MAX_K, len(rows)) or not len(pending):
+                break
+            k = min(4 * k, MAX_K)
+        # Rows still saturated when k covers the whole index are complete, not cut short.
+        cut_short = len(pending) if k < len(rows) else 0
+        handle.info["rows_over_max_k"] = handle.info.get("rows_over_max_k", 0) + cut_short
+    a, b = np.concatenate(found_a), np.concatenate(found_b)
+    a, b = np.minimum(a, b), np.maximum(a, b)
+    keys = np.unique(a[a != b] * len(valid) + b[a != b])
+    a, b = keys // len(valid), keys % len(valid)
+    sims = pair_similarity(vectors, a, b, signs)
+    keep = sims >= threshold
+    handle.info["search_s"] = round(time.perf_counter() - started, 3)
+    handle.info["candidate_pairs"] = len(keys)
+    return a[keep], b[keep], sims[keep], handle.info
+
+
+def exact_duplicate_pairs(sha1: list[str | None]) -> tuple[np.ndarray, np.ndarray]:
+    """Each row whose sha1 was seen before, paired with the first row holding it."""
+    hashes = np.array([h or "" for h in sha1], dtype=object)
+    rows = np.flatnonzero(hashes != "")
+    if not len(rows):
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    _, first, inverse = np.unique(hashes[rows].astype(str), return_index=True,
+                                  return_inverse=True)
+    firsts = rows[first[inverse]]
+    repeat = firsts != rows
+    return firsts[repeat], rows[repeat]
+
+
+def clusters(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Connected-component label per row of the duplicate graph (union-find's answer)."""
+    if n == 0:
+        return np.empty(0, dtype=np.int64)
+    graph = coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(n, n))
+    return connected_components(graph, directed=False)[1].astype(np.int64)
+
+
+def keepers(labels: np.ndarray, quality: np.ndarray) -> np.ndarray:
+    """Row kept for each row's cluster: highest quality (NaN lowest), then earliest row."""
+    n = len(labels)
+    if n == 0:
+        return np.empty(0, dtype=np.int64)
+    score = np.where(np.isfinite(quality), quality, -np.inf)
+    order = np.lexsort((np.arange(n), -score, labels))
+    first = order[np.r_[True, labels[order][1:] != labels[order][:-1]]]
+    keeper_of = np.empty(labels.max() + 1, dtype=np.int64)
+    keeper_of[labels[first]] = first
+    return keeper_of[labels]
+
+
+def bench_matches(vectors: np.ndarray, valid: np.ndarray, bench: np.ndarray, spec: IndexSpec,
+                  signs: np.ndarray | None, progress: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Per training row: its most similar benchmark vector and the exact similarity (-1: none)."""
+    best = np.full(len(vectors), -1, dtype=np.int64)
+    best_sim = np.full(len(vectors), -np.inf, dtype=np.float32)
+    bench_rows = np.flatnonzero(np.linalg.norm(bench, axis=1) > 0)
+    queries = np.flatnonzero(valid)
+    if not len(bench_rows) or not len(queries):
+        return best, best_sim
+    # A benchmark set up to the flat limit is searched exactly, whatever --index says.
+    kind = spec.kind if len(bench_rows) > spec.flat_limit else "flat"
+    handle = build_index(bench, bench_rows, IndexSpec(**{**asdict(spec), "k": 1, "kind": kind}),
+                         progress)
+    for query_signs in ([None] if signs is None else [None, signs]):
+        for batch, _, ids in _search(handle, vectors, queries, 1, query_signs,
+                                     "benchmark search", progress):
+            found = ids[:, 0] >= 0
+            batch, ids = batch[found], ids[found, 0]
+            sims = pair_similarity(vectors, batch, ids, signs, other=bench)
+            better = sims > best_sim[batch]
+            best[batch[better]], best_sim[batch[better]] = ids[better], sims[better]
+    return best, best_sim
+
+
+def _load_run(out: Path) -> pa.Table:
+    files = shards.label_files(out)
+    if not files:
+        raise DistillError(f"no label shards under {out / shards.SHARD_DIR}; run `distill label` first")
+    present = set(pq.read_schema(files[0]).names)
+    if "image_id" not in present:
+        raise DistillError(f"{files[0]} has no image_id column: not a labeling run")
+    wanted = [c for c in ("image_id", "sha1", "quality", "path") if c in present]
+    return shards.read_labels(out, columns=wanted)
+
+
+def _column(table: pa.Table, name: str, default) -> list:
+    return table.column(name).to_pylist() if name in table.column_names else [default] * len(table)
+
+
+def run_dedup(labels_dir, against=None, threshold: float | None = None, descriptor: str = "auto",
+              index: str | IndexSpec = "auto", *, progress: bool = True) -> dict:
+    """Dedup a labeling run in place: writes dedup.parquet and dedup_summary.json, returns the
+    summary. `index` is a kind (auto/flat/ivf/hnsw) or an IndexSpec with search parameters."""
+    out = Path(labels_dir)
+    spec = index if isinstance(index, IndexSpec) else IndexSpec(kind=index)
+    timings, clock = {}, time.perf_counter()
+
+    def lap(name):
+        nonlocal clock
+        timings[name] = round(time.perf_counter() - clock, 3)
+        clock = time.perf_counter()
+
+    table = _load_run(out)
+    n = table.num_rows
+    ids, sha1 = table.column("image_id").to_pylist(), _column(table, "sha1", None)
+    quality = np.array(_column(table, "quality", np.nan), dtype=np.float64)
+    lap("load_s")
+    vectors, kind, detail, signs, no_vector = descriptors.run_descriptors(out, table, descriptor,
+                                                                           progress)
+    tau = DEFAULT_THRESHOLD[kind] if threshold is None else float(threshold)
+    if not 0.0 < tau <= 1.0:
+        raise ConfigError(f"--threshold {tau} is outside (0, 1]")
+    valid = np.ones(n, dtype=bool)
+    valid[list(no_vector)] = False
+    lap("descriptors_s")
+
+    exact_a, exact_b = exact_duplicate_pairs(sha1)
+    near_a, near_b, _, index_info = near_duplicate_pairs(vectors, valid, tau, spec, signs, progress)
+    lap("near_duplicate_search_s")
+    labels = clusters(n, np.r_[exact_a, near_a], np.r_[exact_b, near_b])
+    keep = keepers(labels, quality)
+    members = np.flatnonzero(keep != np.arange(n))
+    exact = np.array([bool(sha1[m]) and sha1[m] == sha1[keep[m]] for m in members], dtype=bool)
+    similarity = np.full(n, np.nan, dtype=np.float32)
+    similarity[members[exact]] = 1.0
+    scored = members[~exact & valid[members] & valid[keep[members]]]
+    similarity[scored] = pair_similarity(vectors, scored, keep[scored], signs)
+    reason = np.full(n, None, dtype=object)
+    reason[members] = np.where(exact, "exact", "near")
+    dup_of = np.full(n, None, dtype=object)
+    dup_of[members] = [ids[k] for k in keep[members]]
+    sizes = np.bincount(labels) if n else np.zeros(0, dtype=np.int64)
+    lap("cluster_s")
+
+    guard = _leakage_guard(against, vectors, valid, sha1, labels, spec, signs, tau, kind,
+                           progress) if against is not None else None
+    if guard is not None:
+        dropped, names, sims = guard["rows"], guard.pop("names"), guard.pop("similarity")
+        reason[dropped], dup_of[dropped], similarity[dropped] = "bench", names, sims
+        lap("leakage_guard_s")
+
+    is_duplicate = np.array([r is not None for r in reason], dtype=bool)
+    result = pa.table({
+        "image_id": pa.array(ids, pa.string()),
+        "cluster_id": pa.array(labels, pa.int64()),
+        "is_duplicate": pa.array(is_duplicate, pa.bool_()),
+        "dup_of": pa.array(dup_of.tolist(), pa.string()),
+        "similarity": pa.array(similarity, pa.float32(), mask=~is_duplicate),
+        "reason": pa.array(reason.tolist(), pa.string()),
+    })
+    shards.write_table(out / DEDUP_FILE, result)
+    lap("write_s")
+    summary = {
+        "labels_dir": str(out), "images": n,
+        "exact_duplicates": int(np.sum(reason == "exact")),
+        "near_duplicates": int(np.sum(reason == "near")),
+        "clusters": int(np.sum(sizes > 1)), "largest_cluster": int(sizes.max()) if n else 0,
+        "dropped_by_leakage_guard": int(np.sum(reason == "bench")),
+        "kept": int(n - is_duplicate.sum()), "dropped": int(is_duplicate.sum()),
+        "threshold": tau, "threshold_source": "given" if threshold is not None else "default",
+        "descriptor": kind, "descriptor_detail": detail,
+        "no_descriptor": len(no_vector),
+        "no_descriptor_examples": {ids[r]: why for r, why in list(no_vector.items())[:5]},
+        "keep_rule": "highest quality" if "quality" in table.column_names else "first row",
+        "pairs": {"exact": len(exact_a), "near": len(near_a)},
+        "index": index_info,
+        "leakage_guard": guard and {k: v for k, v in guard.items() if k != "rows"},
+        "timings_s": {**timings, "total_s": round(sum(timings.values()), 3)},
+    }
+    shards.write_json(out / SUMMARY_FILE, summary)
+    return summary
+
+
+def _leakage_guard(against, vectors, valid, sha1, labels, spec, signs, tau, kind,
+                   progress) -> dict:
+    """Rows to drop for being in a cluster that touches the benchmark, with names and sims."""
+    names, bench, bench_sha1 = descriptors.load_bench(against, kind, vectors.shape[1],
+                                                      progress=progress)
+    best, best_sim = bench_matches(vectors, valid, bench, spec, signs, progress)
+    by_hash = {h: i for i, h in enumerate(bench_sha1)}
+    same_file = np.array([by_hash.get(h, -1) if h else -1 for h in sha1], dtype=np.int64)
+    best = np.where(same_file >= 0, same_file, best)
+    best_sim = np.where(same_file >= 0, 1.0, best_sim).astype(np.float32)
+    direct = np.flatnonzero(best_sim >= tau)
+    # Each touched cluster is named after its strongest benchmark match.
+    order = direct[np.argsort(-best_sim[direct], kind="stable")]
+    match_of = {}
+    for row in order:
+        match_of.setdefault(int(labels[row]), int(best[row]))
+    rows = np.flatnonzero(np.isin(labels, list(match_of)))
+    target = np.array([match_of[int(labels[r])] for r in rows], dtype=np.int64)
+    # A member's own best match is already scored; the others are scored against the target.
+    sims = np.where(best[rows] == target, best_sim[rows], np.nan).astype(np.float32)
+    todo = np.isnan(sims) & valid[rows] & np.any(bench[target] != 0, axis=1)
+    sims[todo] = pair_similarity(vectors, rows[todo], target[todo], signs, other=bench)
+    return {"against": str(against), "bench_images": len(names), "direct_matches": len(direct),
+            "clusters_dropped": len(match_of), "rows": rows,
+            "names": [f"bench:{names[t]}" for t in target], "similarity": sims}
+
+
+def load_dedup(labels_dir, *, missing_ok: bool = False) -> set[str]:
+    """image_ids that `distill dedup` marked as duplicates (or leaked), for training to skip."""
+    path = Path(labels_dir) / DEDUP_FILE
+    if not path.exists():
+        if missing_ok:
+            return set()
+        raise DistillError(f"{path} does not exist; run `distill dedup --labels {labels_dir}`")
+    table = pq.read_table(path, columns=["image_id", "is_duplicate"])
+    flags = table.column("is_duplicate").to_numpy(zero_copy_only=False)
+    return {i for i, f in zip(table.column("image_id").to_pylist(), flags) if f}

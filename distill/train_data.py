@@ -1,0 +1,402 @@
+"""What the training loop eats: labels, images, a balanced sampler, teacher targets.
+
+- `load_labels`: the label shards, minus `dedup.parquet` duplicates, with human rows
+  overriding pseudo-labels of the same image_id; `split` by a hash of image_id.
+- `LabeledImages`: decoded photos, resized and cropped by the student's preprocessing policy
+  (`students.preprocess`); in training a random crop and flip, nothing else: blur, noise and
+  colour jitter would change the quality the label describes.
+- `EpochSampler`: a fixed-length, seeded epoch; weights = inverse score-bin frequency, so a
+  pool where most photos sit near the mean still shows the tails as often as the centre.
+- `build_data`: all of it as the loaders one training process iterates.
+- `TeacherTargets`: function matching, the teachers rescoring the very crops being trained on.
+
+The loss is `students.losses.distillation_loss`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm import tqdm
+
+from distill import shards
+from distill.decode import DecodeError, decode_bytes, read_bytes
+from distill.errors import ConfigError, DistillError
+from distill.fuse import FusionConfig
+from students import preprocess
+
+if TYPE_CHECKING:
+    from distill.train import TrainConfig
+
+HUMAN_FILE = "human.parquet"  # human labels merged by `distill import-labels`
+RATING_COLUMNS = ("dist_human", "dist_nima")  # human vote histograms first
+RATING_BINS = 10
+
+
+@dataclass
+class LabelSet:
+    image_id: list[str]
+    path: list[str | None]
+    locator: list[str | None]  # how the run's source reads it when `path` is not a file
+    quality: np.ndarray  # (N,) float32, 1–10
+    keep_prob: np.ndarray  # (N,) float32
+    confidence: np.ndarray  # (N,) float32, 0–1
+    rating: np.ndarray  # (N, 10) float32 histogram, zeros where has_rating is False
+    has_rating: np.ndarray  # (N,) bool
+    original_size: np.ndarray  # (N, 2) int, width and height of the file
+    summary: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.image_id)
+
+    def subset(self, index: np.ndarray) -> LabelSet:
+        pick = [int(i) for i in index]
+        return LabelSet([self.image_id[i] for i in pick], [self.path[i] for i in pick],
+                        [self.locator[i] for i in pick], self.quality[index],
+                        self.keep_prob[index], self.confidence[index], self.rating[index],
+                        self.has_rating[index], self.original_size[index], dict(self.summary))
+
+
+def read_manifest(labels_dir: Path) -> dict:
+    path = Path(labels_dir) / "manifest.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def load_labels(labels_dir: str | Path) -> LabelSet:
+    """A labeling run as training rows: the label shards and OUT/human.parquet (written by
+    `distill import-labels`), one row per image_id with `source == human` rows winning, minus
+    the duplicates `dedup.parquet` marks. A human keep/trash without a score keeps its row:
+    its quality is missing (`has_quality` False) and only the keep term learns from it."""
+    labels_dir = Path(labels_dir)
+    try:
+        table = shards.read_labels(labels_dir)
+    except FileNotFoundError as exc:
+        raise DistillError(f"--labels {labels_dir}: {exc}") from None
+    if (labels_dir / HUMAN_FILE).exists():  # after the shards: `_one_row_per_image` sees it last
+        table = pa.concat_tables([table, pq.read_table(labels_dir / HUMAN_FILE)],
+                                 promote_options="default")
+    summary = {"rows": table.num_rows, "duplicates_dropped": 0}
+    if (labels_dir / "dedup.parquet").exists():
+        dedup = pq.read_table(labels_dir / "dedup.parquet", columns=["image_id", "is_duplicate"])
+        flagged = pc.fill_null(dedup.column("is_duplicate"), False)
+        duplicates = pc.filter(dedup.column("image_id"), flagged)
+        keep = pc.invert(pc.is_in(table.column("image_id"), value_set=duplicates))
+        summary["duplicates_dropped"] = table.num_rows - pc.sum(keep).as_py()
+        table = table.filter(keep)
+    if "image_id" not in table.column_names:
+        raise DistillError(f"--labels {labels_dir}: the shards have no image_id column")
+    fusion = read_manifest(labels_dir).get("config", {}).get("fusion", {})
+    threshold, temperature = fusion.get("keep_threshold", 6.0), fusion.get("temperature", 0.5)
+    rows, merged = [], _one_row_per_image(table.to_pylist())
+    for row in merged:
+        quality, keep_prob = _finite(row.get("quality")), _finite(row.get("keep_prob"))
+        if keep_prob is None and quality is not None:  # as the fusion would have computed it
+            keep_prob = 1.0 / (1.0 + math.exp(-(quality - threshold) / temperature))
+        if keep_prob is not None:
+            rows.append({**row, "quality": quality, "keep_prob": keep_prob})
+    summary["human_labels"] = sum(r.get("source") == "human" for r in rows)
+    summary["unlabeled_dropped"] = len(merged) - len(rows)
+    rating = np.zeros((len(rows), RATING_BINS), np.float32)
+    has_rating = np.zeros(len(rows), bool)
+    for i, row in enumerate(rows):
+        histogram = next((row[c] for c in RATING_COLUMNS if row.get(c) is not None), None)
+        if histogram is not None and len(histogram) == RATING_BINS and sum(histogram) > 0:
+            rating[i], has_rating[i] = np.asarray(histogram) / sum(histogram), True
+
+    def column(name, default):
+        return np.array([default if r.get(name) is None else r[name] for r in rows], np.float32)
+
+    locators = _locators(labels_dir)
+    return LabelSet(
+        [r["image_id"] for r in rows], [r.get("path") for r in rows],
+        [locators.get(r["image_id"]) for r in rows], column("quality", np.nan),
+        column("keep_prob", 0.5), column("confidence", 1.0), rating, has_rating,
+        np.array([[r.get("width") or 0, r.get("height") or 0] for r in rows],
+                 np.int64).reshape(-1, 2),
+        summary)
+
+
+def _finite(value) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def _one_row_per_image(rows: list[dict]) -> list[dict]:
+    """The last human row of an image_id, else its last row; a human row lacking the path or
+    size takes them from the pseudo-label row it replaces."""
+    chosen: dict[str, dict] = {}
+    for row in rows:
+        previous = chosen.get(row["image_id"])
+        human = row.get("source") == "human"
+        if previous is not None and previous.get("source") == "human" and not human:
+            row, previous = previous, row
+        if previous is not None:
+            row = {**row, **{k: previous.get(k) for k in ("path", "width", "height")
+                             if row.get(k) is None}}
+        chosen[row["image_id"]] = row
+    return list(chosen.values())
+
+
+def _locators(labels_dir: Path) -> dict[str, str]:
+    inputs = labels_dir / "inputs.parquet"
+    if not inputs.exists():
+        return {}
+    table = pq.read_table(inputs, columns=["image_id", "locator"])
+    return dict(zip(table.column("image_id").to_pylist(), table.column("locator").to_pylist()))
+
+
+def split(labels: LabelSet, val_fraction: float, salt: str) -> tuple[LabelSet, LabelSet]:
+    """Train/val by a hash of image_id: stable across runs, processes and added images."""
+    def bucket(image_id: str) -> float:
+        return int(hashlib.sha1(f"{salt}:{image_id}".encode()).hexdigest()[:8], 16) / 2**32
+
+    is_val = np.array([bucket(i) < val_fraction for i in labels.image_id], bool)
+    return labels.subset(np.flatnonzero(~is_val)), labels.subset(np.flatnonzero(is_val))
+
+
+class ImageReader:
+    """Reads a labeled image from `path`, or through the labeling run's source (tar shards,
+    HF datasets) when `path` is not a file on this machine."""
+
+    def __init__(self, labels_dir: Path):
+        self.source_config = read_manifest(labels_dir).get("config", {}).get("source")
+        self._source = None
+
+    def read(self, path: str | None, locator: str | None) -> bytes:
+        if path and os.path.isfile(path):
+            return read_bytes(path)
+        if locator is not None and self.source_config:
+            if self._source is None:
+                from distill.sources import create_source
+
+                self._source = create_source(self.source_config)
+            return self._source.read(locator)
+        raise DistillError(f"labeled image {path} is not readable here (no file, no source)")
+
+
+class LabeledImages(Dataset):
+    """Items are `index` or `(index, augmentation seed)` (what `EpochSampler` yields): the
+    seed makes every crop and flip reproducible, across resumes and DataLoader workers."""
+
+    def __init__(self, labels: LabelSet, reader: ImageReader, preprocessing: dict,
+                 train: bool, hflip: bool = True, random_crop: bool = True):
+        self.labels, self.reader, self.preprocessing = labels, reader, preprocessing
+        self.train, self.hflip, self.random_crop = train, hflip, random_crop
+        self.cache: list | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def load(self, index: int) -> np.ndarray:
+        """The photo resized so its shorter side is resize_size, as uint8 HWC."""
+        if self.cache is not None:
+            return self.cache[index]
+        path = self.labels.path[index]
+        try:
+            data = self.reader.read(path, self.labels.locator[index])
+            decoded = decode_bytes(data, draft_size=self.preprocessing["resize_size"])
+        except DecodeError as exc:
+            raise DistillError(f"labeled image {path}: {exc}") from None
+        resized = preprocess.resize_shorter(decoded.image, self.preprocessing["resize_size"])
+        return np.asarray(resized, dtype=np.uint8)
+
+    def preload(self, progress: bool = True) -> None:
+        """Decode and resize every image once, into memory (small pools, tests)."""
+        self.cache = [self.load(i) for i in tqdm(range(len(self)), desc="caching images",
+                                                 unit="img", disable=not progress, leave=False)]
+
+    def __getitem__(self, key):
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        pixels = self.load(index)
+        size = self.preprocessing["image_size"]
+        rng = np.random.default_rng(seed) if self.train else None
+        left, top, right, bottom = preprocess.crop_box(
+            pixels.shape[1], pixels.shape[0], size, rng if self.random_crop else None)
+        crop = pixels[top:bottom, left:right]
+        if rng is not None and self.hflip and rng.random() < 0.5:
+            crop = crop[:, ::-1]
+        labels = self.labels
+        return {
+            # np.array copies: the cached pixels are shared and PIL's are read-only
+            "image": torch.from_numpy(np.array(crop)).permute(2, 0, 1),
+            "quality": torch.tensor(np.nan_to_num(labels.quality[index], nan=0.0)),
+            "has_quality": torch.tensor(not np.isnan(labels.quality[index])),
+            "keep_prob": torch.tensor(labels.keep_prob[index]),
+            "confidence": torch.tensor(labels.confidence[index]),
+            "rating": torch.from_numpy(labels.rating[index]),
+            "has_rating": torch.tensor(labels.has_rating[index]),
+            "original_size": torch.from_numpy(labels.original_size[index]),
+        }
+
+
+def balance_weights(quality: np.ndarray, bins: int, power: float = 1.0) -> np.ndarray:
+    """Per-sample weight ∝ (count of its equal-width 1–10 score bin) ** -power; a row without
+    a quality (a human keep/trash) counts in the median's bin."""
+    missing = np.isnan(quality)
+    quality = np.where(missing, np.median(quality[~missing]) if (~missing).any() else 5.5, quality)
+    edges = np.linspace(1.0, 10.0, bins + 1)[1:-1]
+    which = np.digitize(quality, edges)
+    counts = np.bincount(which, minlength=bins).astype(np.float64)
+    return counts[which] ** -power
+
+
+class EpochSampler(Sampler):
+    """`num_samples` draws per epoch as (index, augmentation seed) pairs, from a generator
+    seeded by (seed, epoch): the same on every rank (accelerate shards the batches) and the
+    same after a resume. With weights: with replacement, ∝ weights; without: permutations."""
+
+    def __init__(self, num_samples: int, population: int, weights: np.ndarray | None, seed: int):
+        self.num_samples, self.population, self.seed, self.epoch = num_samples, population, seed, 0
+        self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.double)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        if self.weights is not None:
+            order = torch.multinomial(self.weights, self.num_samples, True, generator=generator)
+        else:
+            rounds = -(-self.num_samples // self.population)
+            order = torch.cat([torch.randperm(self.population, generator=generator)
+                               for _ in range(rounds)])[:self.num_samples]
+        seeds = torch.randint(0, 2**31 - 1, (self.num_samples,), generator=generator)
+        return iter(zip(order.tolist(), seeds.tolist()))
+
+
+@dataclass
+class DataConfig:
+    val_fraction: float = 0.1  # of image_ids, by hash
+    split_salt: str = "distill-val"
+    image_size: int = 224
+    resize_size: int | None = None  # shorter side before the crop; default image_size / 0.93
+    hflip: bool = True
+    random_crop: bool = True
+    cache: bool = False  # decode + resize every image once, into RAM (small pools)
+    workers: int = 0  # DataLoader processes decoding ahead
+    balanced: bool = True  # sample ∝ inverse frequency of the quality bin
+    balance_bins: int = 9  # equal-width bins over 1–10
+    balance_power: float = 0.5  # 1 = fully balanced (overshoots: spread > labels), 0 = off
+
+    def __post_init__(self):
+        if not 0 <= self.val_fraction < 1:
+            raise ConfigError("data.val_fraction must be in [0, 1)")
+        if self.resize_size is not None and self.resize_size < self.image_size:
+            raise ConfigError("data.resize_size must be ≥ data.image_size")
+
+
+@dataclass
+class FunctionMatchingConfig:
+    """Beyer et al. 2022: the teachers label the same augmented view the student sees.
+    quality, keep_prob and confidence are rescored; rating histograms stay the stored ones."""
+
+    enabled: bool = False
+    teachers: dict[str, dict] = field(
+        default_factory=lambda: {"brisque": {}, "piqe": {}, "technical": {}})
+    fusion: dict | None = None  # FusionConfig keys; default: the labeling run's fusion
+
+
+@dataclass
+class TrainData:
+    train: LabeledImages
+    val: LabeledImages
+    train_loader: DataLoader
+    val_loader: DataLoader
+    steps_per_epoch: int
+    rating_bins: int
+    summary: dict
+
+    def describe(self) -> str:
+        s = self.summary
+        return (f"{s['train']} train / {s['val']} val images ({s['duplicates_dropped']} "
+                f"duplicates dropped, {s['human_labels']} human labels), "
+                f"{self.steps_per_epoch} steps per epoch")
+
+
+def build_data(config: TrainConfig, world: int, progress: bool) -> TrainData:
+    """Labels → split → datasets → a balanced, seeded, fixed-length epoch per process."""
+    labels = load_labels(config.labels)
+    train_labels, val_labels = split(labels, config.data.val_fraction, config.data.split_salt)
+    if not len(train_labels):
+        raise DistillError(f"--labels {config.labels}: no labeled images to train on")
+    policy = preprocess.policy(config.data.image_size, config.data.resize_size)
+    reader = ImageReader(Path(config.labels))
+    train = LabeledImages(train_labels, reader, policy, True, config.data.hflip,
+                          config.data.random_crop)
+    val = LabeledImages(val_labels, reader, policy, False)
+    if config.data.cache:
+        train.preload(progress)
+        val.preload(progress)
+    # A fixed number of samples per epoch, a multiple of the global batch: every process
+    # gets the same number of whole accumulation cycles, and a step maps to (epoch, batch).
+    optim = config.optim
+    global_batch = optim.batch_size * optim.grad_accum * world
+    steps_per_epoch = max(1, -(-len(train) // global_batch))
+    weights = (balance_weights(train_labels.quality, config.data.balance_bins,
+                               config.data.balance_power) if config.data.balanced else None)
+    sampler = EpochSampler(steps_per_epoch * global_batch, len(train), weights, config.seed)
+    loader_options = {"num_workers": config.data.workers,
+                      "persistent_workers": config.data.workers > 0}
+    train_loader = DataLoader(train, batch_size=optim.batch_size, sampler=sampler, drop_last=True,
+                              generator=torch.Generator().manual_seed(config.seed),
+                              **loader_options)
+    val_loader = DataLoader(val, batch_size=optim.batch_size * 2, **loader_options)
+    rating_bins = RATING_BINS if labels.has_rating.any() and config.loss.rating > 0 else 0
+    summary = {**labels.summary, "train": len(train), "val": len(val)}
+    return TrainData(train, val, train_loader, val_loader, steps_per_epoch, rating_bins, summary)
+
+
+class TeacherTargets:
+    """Function matching: rescore each training batch's augmented crops with the teachers and
+    fuse them as the labeling run did; an image a teacher fails on keeps its stored label."""
+
+    def __init__(self, config: TrainConfig, device):
+        from teachers import create_teachers
+
+        fm = config.function_matching
+        from distill.config import from_mapping
+
+        stored = read_manifest(Path(config.labels)).get("config", {}).get("fusion") or {}
+        self.fusion = from_mapping(FusionConfig, fm.fusion if fm.fusion is not None else stored,
+                                   "function_matching.fusion.")
+        if self.fusion.normalisation != "reference":
+            raise ConfigError("function_matching needs fusion.normalisation: reference (a rank "
+                              "within one batch is not the run's scale)")
+        self.teachers = create_teachers(fm.teachers, config.weights_dir, device="cpu")
+        self.device = device
+
+    def __call__(self, batch: dict) -> dict:
+        from PIL import Image
+
+        from distill.decode import ORIGINAL_SIZE_KEY
+        from distill.fuse import fuse_columns
+
+        images = []
+        for pixels, size in zip(batch["image"].permute(0, 2, 3, 1).cpu().numpy(),
+                                batch["original_size"].cpu().tolist()):
+            image = Image.fromarray(pixels, "RGB")
+            image.info[ORIGINAL_SIZE_KEY] = tuple(size)  # resolution is the file's, not the crop's
+            images.append(image)
+        raw = {teacher.name: teacher.score(images).scores for teacher in self.teachers}
+        fused = fuse_columns(raw, self.fusion)
+        batch = dict(batch)
+        for column in ("quality", "keep_prob", "confidence"):
+            fresh = torch.as_tensor(np.asarray(fused[column], np.float32), device=self.device)
+            batch[column] = torch.where(torch.isnan(fresh), batch[column], fresh)
+        fused_ok = torch.as_tensor(~np.isnan(fused["quality"]), device=self.device)
+        batch["has_quality"] = batch["has_quality"] | fused_ok
+        return batch

@@ -1,0 +1,107 @@
+"""`student.pt`: everything needed to rebuild, run and export a trained student.
+
+    {"format": "distill-student/1",
+     "student": "mobilenetv3_small",         registry name (`create_student`)
+     "opts": {"rating_bins": 10, ...},       rebuild options (init is forced to random)
+     "state_dict": {...},                    the weights (EMA when training used EMA)
+     "preprocessing": {...},                 see students.preprocess.policy
+     "outputs": ["quality", "keep_prob", "rating_1", ...],
+     "card": {...}}                          the model card (also model_card.json)
+
+Plain tensors, numbers, strings and lists only, so `torch.load(weights_only=True)` reads it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from distill.errors import DistillError
+from students import preprocess
+
+FORMAT = "distill-student/1"
+
+
+def output_names(rating_bins: int) -> list[str]:
+    return ["quality", "keep_prob"] + [f"rating_{i + 1}" for i in range(rating_bins)]
+
+
+class ScoresHead(nn.Module):
+    """The deployed form: one (N, 2 [+ bins]) tensor of quality clamped to 1–10, keep
+    probability and the rating histogram; what TorchScript, ONNX and OpenCV run."""
+
+    def __init__(self, student: nn.Module):
+        super().__init__()
+        self.student = student
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        out = self.student(images)
+        columns = [out["quality"].clamp(1.0, 10.0).unsqueeze(1),
+                   torch.sigmoid(out["keep_logit"]).unsqueeze(1)]
+        if "rating_logits" in out:
+            columns.append(torch.softmax(out["rating_logits"], dim=1))
+        return torch.cat(columns, dim=1)
+
+
+def save_student(path: Path, model: nn.Module, name: str, opts: dict, preprocessing: dict,
+                 card: dict) -> None:
+    rating_bins = opts.get("rating_bins", 0)
+    payload = {
+        "format": FORMAT, "student": name, "opts": dict(opts),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "preprocessing": preprocessing, "outputs": output_names(rating_bins), "card": card,
+    }
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.partial")
+    torch.save(payload, partial)
+    partial.replace(path)
+
+
+@dataclass
+class LoadedStudent:
+    model: nn.Module  # StudentNet in eval mode
+    name: str
+    opts: dict
+    preprocessing: dict
+    outputs: list[str]
+    card: dict
+
+    def scores_head(self) -> ScoresHead:
+        return ScoresHead(self.model).eval()
+
+    @torch.no_grad()
+    def predict(self, images: list[Image.Image], batch_size: int = 32) -> dict[str, np.ndarray]:
+        """RGB photos → {"quality": (N,), "keep_prob": (N,)[, "rating": (N, bins)]}."""
+        head = self.scores_head()
+        parts = [head(preprocess.batch(images[i:i + batch_size], self.preprocessing))
+                 for i in range(0, len(images), batch_size)]
+        scores = torch.cat(parts).numpy() if parts else np.zeros((0, len(self.outputs)))
+        result = {"quality": scores[:, 0], "keep_prob": scores[:, 1]}
+        if scores.shape[1] > 2:
+            result["rating"] = scores[:, 2:]
+        return result
+
+
+def load_student(path: str | Path) -> LoadedStudent:
+    """Rebuild a trained student from student.pt (never touches the weights folder)."""
+    from students import create_student
+
+    path = Path(path)
+    if not path.is_file():
+        raise DistillError(f"student file {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is one clear line
+        raise DistillError(f"{path}: not a student file ({type(exc).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise DistillError(f"{path}: not a {FORMAT} file")
+    model = create_student(payload["student"], **{**payload["opts"], "init": "random"})
+    model.load_state_dict(payload["state_dict"])
+    model.eval()
+    return LoadedStudent(model, payload["student"], payload["opts"], payload["preprocessing"],
+                         payload["outputs"], payload["card"])

@@ -1,0 +1,53 @@
+"""A student exported by `distill export --format onnx`, run by onnxruntime without torch's
+model code: the same `predict(images)` as `students.checkpoint.LoadedStudent`.
+
+The preprocessing and output columns are read from the ONNX file's metadata
+(`distill.preprocessing`, `distill.outputs`), which the export writes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from distill.errors import DistillError
+from students import preprocess
+
+
+class OnnxStudent:
+    def __init__(self, path: Path):
+        import onnxruntime
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise DistillError(f"student file {self.path} does not exist")
+        try:
+            self.session = onnxruntime.InferenceSession(str(self.path),
+                                                        providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is one clear line
+            raise DistillError(f"{self.path}: not an ONNX model ({type(exc).__name__})") from None
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        if "distill.preprocessing" not in metadata:
+            raise DistillError(f"{self.path}: no distill.preprocessing metadata; export it with "
+                               "`distill export --format onnx`")
+        self.preprocessing = json.loads(metadata["distill.preprocessing"])
+        self.outputs = json.loads(metadata["distill.outputs"])
+        self.name = metadata.get("distill.student", "student")
+
+    def predict(self, images: list[Image.Image], batch_size: int = 32) -> dict[str, np.ndarray]:
+        """RGB photos → {"quality": (N,), "keep_prob": (N,)[, "rating": (N, bins)]}."""
+        parts = [self.session.run(["scores"], {"image": preprocess.batch(
+            images[i:i + batch_size], self.preprocessing).numpy()})[0]
+            for i in range(0, len(images), batch_size)]
+        scores = np.concatenate(parts) if parts else np.zeros((0, len(self.outputs)), np.float32)
+        result = {"quality": scores[:, 0], "keep_prob": scores[:, 1]}
+        if scores.shape[1] > 2:
+            result["rating"] = scores[:, 2:]
+        return result
+
+
+def load_onnx_student(path: str | Path) -> OnnxStudent:
+    return OnnxStudent(Path(path))
