@@ -7,15 +7,17 @@
    alike to count as held out).
 2. `distill label` (brisque, piqe, technical) labels both pools.
 3. `distill train` distills the training pool into the student (`--student`, default tiny).
-4. On the held-out pool, on decoded images in memory, 2 threads: images/s of the teacher set
-   (the three teachers, as labeling runs them) and of the student (its resize + crop +
-   forward), parameters and FLOPs of each, and the student's SRCC / PLCC with the fused
-   teacher quality.
+4. On the held-out pool, on decoded images in memory, 1 thread (--threads): images/s of the
+   teacher set (the three teachers, as labeling runs them) and of the student (its resize +
+   crop + forward), timed back to back in each round so both see the same load; parameters and
+   FLOPs of each; the student's SRCC / PLCC with the fused teacher quality.
 
     python benchmarks/student_vs_teachers.py [--work runs/bench-student] [--student tiny]
-        [--steps 1500] [--train-images 360] [--held-out-images 120] [--fresh]
+        [--steps 1500] [--image-size 224] [--train-images 360] [--held-out-images 120]
+        [--repeats 5] [--speed-images 40] [--threads 1] [--fresh]
 
-Steps 1–3 are reused from --work when present (--fresh redoes them); step 4 always runs.
+Steps 1–3 are reused from --work when present (the student from
+WORK/student-<name>-<size>px-<steps>steps; --fresh redoes all); step 4 always runs.
 Writes benchmarks/results/student_vs_teachers.json, with os.getloadavg() before and after:
 other jobs on a shared machine slow both sides, not necessarily equally.
 """
@@ -45,6 +47,7 @@ from distill.decode import decode_path
 from distill.sources import packaged_photos
 from distill.train import quality_metrics
 from students import load_student
+from students.models import count_flops
 from teachers import OFFLINE_TEACHERS, create_teachers
 from teachers.base import library_versions
 
@@ -54,7 +57,10 @@ RESULTS = Path(__file__).parent / "results" / "student_vs_teachers.json"
 BASES = ("astronaut", "camera", "chelsea", "coffee", "grace_hopper", "hubble_deep_field",
          "moon", "motorcycle_left", "retina", "rocket", "I03", "I04", "I06", "I08", "I19")
 HELD_OUT = ("coffee", "grace_hopper", "I08", "rocket")
-THREADS = 2
+# One torch thread per side by default: on a shared 2-core machine two threads make BRISQUE's
+# many small ops stall at every OpenMP barrier while the other core runs someone else's job
+# (measured: 0.6 images/s with 2 threads vs 22 with 1, same process, same images).
+DEFAULT_THREADS = 1
 
 
 def base_photos() -> dict[str, Image.Image]:
@@ -124,20 +130,27 @@ def make_pool(folder: Path, bases: dict[str, Image.Image], count: int, seed: int
 def run(*command: str) -> None:
     started = time.perf_counter()
     print("$", " ".join(command), flush=True)
-    env = dict(os.environ, OMP_NUM_THREADS=str(THREADS))
+    env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
     subprocess.run([sys.executable, *command], check=True, env=env)
     print(f"  ({time.perf_counter() - started:.0f} s)", flush=True)
 
 
-def throughput(score, images: list, repeats: int) -> float:
-    """Median images/s over repeats of scoring the whole list (after one warm-up)."""
-    score(images[:4])
-    rates = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        score(images)
-        rates.append(len(images) / (time.perf_counter() - started))
-    return statistics.median(rates)
+def images_per_s(score, images: list) -> float:
+    started = time.perf_counter()
+    score(images)
+    return len(images) / (time.perf_counter() - started)
+
+
+def paired_throughput(student_score, teacher_score, images: list, rounds: int) -> dict:
+    """Student and teachers timed back to back in each round, so both see the same machine
+    load; the speed-up is the median of the per-round ratios."""
+    student_score(images[:4]), teacher_score(images[:4])  # warm-up: lazy init, caches
+    pairs = [(images_per_s(student_score, images), images_per_s(teacher_score, images))
+             for _ in range(rounds)]
+    return {"student": statistics.median(s for s, _ in pairs),
+            "teachers": statistics.median(t for _, t in pairs),
+            "speedup": statistics.median(s / t for s, t in pairs),
+            "rounds": [[round(s, 2), round(t, 3)] for s, t in pairs]}
 
 
 def teacher_cost(teachers, image: Image.Image) -> dict:
@@ -166,12 +179,17 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("runs/bench-student"))
     parser.add_argument("--student", default="tiny")
     parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--image-size", type=int, default=224, help="the student's input side")
     parser.add_argument("--train-images", type=int, default=360)
     parser.add_argument("--held-out-images", type=int, default=120)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5, help="timing rounds")
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+                        help="torch intra-op threads for both sides")
+    parser.add_argument("--speed-images", type=int, default=40,
+                        help="held-out images timed per round (all are used for SRCC)")
     parser.add_argument("--fresh", action="store_true")
     args = parser.parse_args()
-    torch.set_num_threads(THREADS)
+    torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
     work = args.work
     if args.fresh and work.exists():
@@ -187,12 +205,13 @@ def main() -> None:
             run("-m", "distill.cli", "label", "--source", str(work / "pool" / split),
                 "--out", str(work / "labels" / split), "--teachers", ",".join(OFFLINE_TEACHERS),
                 "--no-progress")
-    run_dir = work / f"student-{args.student}-{args.steps}steps"
+    run_dir = work / f"student-{args.student}-{args.image_size}px-{args.steps}steps"
     if not (run_dir / "student.pt").exists():
         config = Path(__file__).resolve().parents[1] / "configs" / f"distill_{args.student}.yaml"
         run("-m", "distill.cli_train", "train", "--config", str(config),
             "--labels", str(work / "labels" / "train"), "--out", str(run_dir),
-            "--max-steps", str(args.steps), "--no-progress",
+            "--max-steps", str(args.steps), "--set", f"data.image_size={args.image_size}",
+            "--no-progress",
             *(("--resume",) if (run_dir / "checkpoints").exists() else ()))
 
     held_out = shards.read_labels(work / "labels" / "held_out").to_pylist()
@@ -206,18 +225,20 @@ def main() -> None:
         for teacher in teachers:
             teacher.score(batch)
 
-    with torch.inference_mode():
-        student_rate = throughput(lambda batch: student.predict(batch, batch_size=32), images,
-                                  args.repeats)
-    teacher_rate = throughput(score_with_teachers, images, args.repeats)
-    card = student.card
+    def score_with_student(batch):
+        with torch.inference_mode():
+            student.predict(batch, batch_size=32)
+
+    speed = paired_throughput(score_with_student, score_with_teachers,
+                              images[:args.speed_images], args.repeats)
+    card, size = student.card, student.preprocessing["image_size"]
     costs = teacher_cost(teachers, images[0])
     held_out_metrics = quality_metrics(predicted, truth) | {
         "keep_agreement": float(np.mean((predicted >= 6) == (truth >= 6)))}
     result = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                    "torch_threads": THREADS, "loadavg_before": load_before,
+                    "torch_threads": args.threads, "loadavg_before": load_before,
                     "loadavg_after": os.getloadavg(),
                     "note": "shared machine: other engineers' jobs were running"},
         "libraries": library_versions("pyiqa", "timm", "numpy"),
@@ -226,19 +247,21 @@ def main() -> None:
                  "train_bases": sorted(pools["train"]),
                  "held_out_quality_mean": round(float(truth.mean()), 3),
                  "held_out_quality_std": round(float(truth.std()), 3)},
-        "teachers": {"names": list(OFFLINE_TEACHERS), "images_per_s": round(teacher_rate, 2),
+        "teachers": {"names": list(OFFLINE_TEACHERS), "images_per_s": round(speed["teachers"], 3),
                      "per_teacher": costs,
                      "parameters": sum(c["parameters"] for c in costs.values()),
                      "flops_per_image": sum(c["flops"] or 0 for c in costs.values()),
                      "flops_note": "torch FlopCounterMode on the first held-out image at its "
                      "labeled size: convolutions and matmuls only; elementwise work and the "
                      "numpy `technical` teacher are not counted, so this is a lower bound"},
-        "student": {"name": card["student"], "images_per_s": round(student_rate, 2),
-                    "parameters": card["parameters"], "flops_per_image": card["flops_at_224"],
-                    "image_size": student.preprocessing["image_size"], "init": card["init"],
+        "student": {"name": card["student"], "images_per_s": round(speed["student"], 2),
+                    "parameters": card["parameters"],
+                    "flops_per_image": count_flops(student.model, size),
+                    "image_size": size, "init": card["init"],
                     "training_steps": card["training"]["steps"],
                     "val_metrics_on_train_pool_split": card["val_metrics"]},
-        "speedup": round(student_rate / teacher_rate, 1),
+        "speedup": round(speed["speedup"], 1),
+        "speed_rounds_student_teachers_images_per_s": speed["rounds"],
         "held_out": {name: round(value, 4) for name, value in held_out_metrics.items()},
         "targets": {"speedup_at_least": 20, "held_out_srcc_at_least": 0.85},
     }

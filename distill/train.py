@@ -80,6 +80,7 @@ class TrainConfig:
     weights_dir: str | None = None
     seed: int = 0
     mixed_precision: str | None = None  # no | fp16 | bf16; None: accelerate launch's, else no
+    cpu_threads: int | None = None  # torch threads per process on CPUs; None: cores / processes
     tensorboard: bool = True
     log_every: int = 10
     eval_every: int = 100  # steps; evaluates the EMA weights on the val split
@@ -111,7 +112,8 @@ def run_train(config: TrainConfig, resume: bool = False, progress_bar: bool = Tr
         mixed_precision=config.mixed_precision, gradient_accumulation_steps=optim.grad_accum,
         log_with="tensorboard" if config.tensorboard else None, project_dir=str(run))
     if not torch.cuda.is_available():  # share this host's cores between its processes
-        torch.set_num_threads(max(1, torch.get_num_threads() // accelerator.num_processes))
+        share = max(1, torch.get_num_threads() // accelerator.num_processes)
+        torch.set_num_threads(config.cpu_threads or share)
     checkpoint = latest_checkpoint(run)
     if checkpoint is not None and not resume:
         raise DistillError(f"{run} holds checkpoints of an earlier run: pass --resume to "

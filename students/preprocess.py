@@ -67,18 +67,14 @@ def crop_box(width: int, height: int, size: int, rng: np.random.Generator | None
     return left, top, left + size, top + size
 
 
-def to_uint8_chw(image: Image.Image) -> torch.Tensor:
-    pixels = np.array(image.convert("RGB"), dtype=np.uint8)  # a copy: PIL's buffer is read-only
-    return torch.from_numpy(pixels).permute(2, 0, 1)
-
-
-def prepare(image: Image.Image, preprocessing: dict) -> torch.Tensor:
-    """One photo → the (3, S, S) uint8 tensor the student sees at inference."""
-    resized = resize_shorter(image.convert("RGB"), preprocessing["resize_size"])
-    size = preprocessing["image_size"]
-    return to_uint8_chw(resized.crop(crop_box(*resized.size, size)))
+def prepare(image: Image.Image, preprocessing: dict) -> np.ndarray:
+    """One photo → the (S, S, 3) uint8 RGB crop the student sees at inference."""
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    resized = resize_shorter(rgb, preprocessing["resize_size"])
+    return np.asarray(resized.crop(crop_box(*resized.size, preprocessing["image_size"])))
 
 
 def batch(images: list[Image.Image], preprocessing: dict) -> torch.Tensor:
-    """Photos → (N, 3, S, S) float32 in [0, 1]."""
-    return torch.stack([prepare(image, preprocessing) for image in images]).float() / 255.0
+    """Photos → (N, 3, S, S) float32 in [0, 1], contiguous."""
+    pixels = torch.from_numpy(np.stack([prepare(image, preprocessing) for image in images]))
+    return pixels.permute(0, 3, 1, 2).float().div_(255.0).contiguous()
