@@ -148,6 +148,9 @@ def _cell(value) -> str:
 @click.option("--workers", type=int, default=None,
               help="DataLoader processes decoding ahead of the teachers (default: none on "
               "<= 2 cores per process, else cores/4).")
+@click.option("--decode-threads", type=int, default=None,
+              help="Without worker processes: threads decoding ahead in the labeling process "
+              "(default 1; 0 decodes between teacher batches).")
 @click.option("--max-side", type=int, default=None,
               help="Long side the teachers see, px (default 768; JPEGs decode in draft mode).")
 @click.option("--max-shards", type=int, default=None,
@@ -155,8 +158,8 @@ def _cell(value) -> str:
 @WEIGHTS_DIR_OPTION
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @one_line_errors
-def label(config_file, source, teacher_names, out, shard_size, batch_size, workers, max_side,
-          max_shards, weights_dir, no_progress):
+def label(config_file, source, teacher_names, out, shard_size, batch_size, workers,
+          decode_threads, max_side, max_shards, weights_dir, no_progress):
     """Pseudo-label a pool of images into resumable parquet shards.
 
     Writes OUT/shards/labels-NNNNN.parquet (+ embeddings-NNNNN.npy for CLIP teachers),
@@ -182,7 +185,8 @@ def label(config_file, source, teacher_names, out, shard_size, batch_size, worke
              "weights_dir": weights_dir}
     mapping.update({k: v for k, v in flags.items() if v is not None})
     decode = dict(mapping.get("decode") or {})
-    decode.update({k: v for k, v in {"workers": workers, "max_side": max_side}.items() if v is not None})
+    overrides = {"workers": workers, "threads": decode_threads, "max_side": max_side}
+    decode.update({k: v for k, v in overrides.items() if v is not None})
     mapping["decode"] = decode
     for key in ("source", "out"):
         if key not in mapping:

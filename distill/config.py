@@ -26,7 +26,16 @@ class DecodeConfig:
     # process (measured: a decode process beside 2 OpenMP teacher threads on 2 cores stalls
     # the threads' barriers), else a quarter of the cores, at most 8.
     workers: int | None = None
-    prefetch: int = 4  # batches each worker keeps ready
+    # with no worker processes: threads decoding ahead inside the labeling process (Pillow
+    # releases the GIL while decoding); 0 decodes inline, between teacher batches
+    threads: int = 1
+    prefetch: int = 4  # batches each worker (or the thread pool) keeps ready
+
+    def __post_init__(self):
+        for key in ("threads", "prefetch", "workers"):
+            value = getattr(self, key)
+            if value is not None and value < 0:
+                raise ConfigError(f"decode.{key} must be ≥ 0, got {value}")
 
 
 @dataclasses.dataclass

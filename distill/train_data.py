@@ -208,8 +208,7 @@ class LabeledImages(Dataset):
             decoded = decode_bytes(data, draft_size=self.preprocessing["resize_size"])
         except DecodeError as exc:
             raise DistillError(f"labeled image {path}: {exc}") from None
-        resized = preprocess.resize_shorter(decoded.image, self.preprocessing["resize_size"])
-        return np.asarray(resized, dtype=np.uint8)
+        return preprocess.resize_shorter(decoded.image, self.preprocessing["resize_size"])
 
     def preload(self, progress: bool = True) -> None:
         """Decode and resize every image once, into memory (small pools, tests)."""

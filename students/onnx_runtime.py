@@ -18,14 +18,17 @@ from students import preprocess
 
 
 class OnnxStudent:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, threads: int | None = None):
         import onnxruntime
 
         self.path = Path(path)
         if not self.path.is_file():
             raise DistillError(f"student file {self.path} does not exist")
+        options = onnxruntime.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = options.inter_op_num_threads = threads
         try:
-            self.session = onnxruntime.InferenceSession(str(self.path),
+            self.session = onnxruntime.InferenceSession(str(self.path), options,
                                                         providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - any unreadable file is one clear line
             raise DistillError(f"{self.path}: not an ONNX model ({type(exc).__name__})") from None
@@ -49,5 +52,6 @@ class OnnxStudent:
         return result
 
 
-def load_onnx_student(path: str | Path) -> OnnxStudent:
-    return OnnxStudent(Path(path))
+def load_onnx_student(path: str | Path, threads: int | None = None) -> OnnxStudent:
+    """`threads`: onnxruntime's intra-op threads (default: all cores)."""
+    return OnnxStudent(Path(path), threads)

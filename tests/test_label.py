@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from distill import shards
+from distill.label import threaded_batches
 from tests.test_decode import _png_claiming
 
 GOOD = 12  # real photos and crops of them, enough for several shards
@@ -175,6 +176,30 @@ def test_killed_run_resumes_to_exactly_the_uninterrupted_rows(photo_folder, tmp_
     assert result.returncode == 0, result.stderr
     assert _rows(killed) == _rows(clean)
     assert not list((killed / "shards").glob(".*partial"))
+
+
+def test_threaded_batches_keep_order_and_lose_nothing():
+    def slow_item(index: int) -> int:
+        time.sleep(0.001 * (index * 7 % 5))  # finish out of order
+        return index
+
+    class Items(list):
+        def __getitem__(self, index):
+            return slow_item(super().__getitem__(index))
+
+    batches = list(threaded_batches(Items(range(23)), batch_size=4, threads=3, prefetch=2))
+    assert [len(b) for b in batches] == [4, 4, 4, 4, 4, 3]
+    assert [item for batch in batches for item in batch] == list(range(23))
+    assert list(threaded_batches(Items(range(5)), 2, 0, 1)) == [[0, 1], [2, 3], [4]]
+
+
+def test_decoding_in_threads_labels_exactly_what_inline_decoding_does(photo_folder, tmp_path):
+    args = ["label", "--source", str(photo_folder), "--shard-size", "5", "--batch-size", "3",
+            "--no-progress"]
+    for threads in (0, 3):
+        result = distill(*args, "--decode-threads", str(threads), "--out", str(tmp_path / f"t{threads}"))
+        assert result.returncode == 0, result.stderr
+    assert _rows(tmp_path / "t3") == _rows(tmp_path / "t0")
 
 
 def _free_port() -> int:

@@ -71,9 +71,18 @@ def label_run(skimage_photos, tmp_path_factory) -> Path:
     return write_label_run(tmp_path_factory.mktemp("labels"), skimage_photos)
 
 
+@pytest.fixture(autouse=True)
+def keep_torch_threads():
+    """run_train sets torch's thread count for its process; give the next test its own."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny_config(labels: Path, out: Path, **overrides) -> TrainConfig:
     mapping = {
         "labels": str(labels), "out": str(out), "student": {"name": "tiny", "dropout": 0.0},
+        "cpu_threads": 1,  # small ops: a second thread only waits at barriers on a busy CPU
         "tensorboard": False, "log_every": 2, "eval_every": 5, "checkpoint_every": 5,
         "early_stopping_patience": None,
         "data": {"image_size": SIDE, "cache": True, "val_fraction": 0.25},
@@ -429,7 +438,7 @@ def test_function_matching_teachers_label_the_crop_being_trained_on(label_run, t
 
 def test_every_student_builds_and_predicts_its_heads():
     assert list_students() == ["efficientnet_b0", "mobilenetv3_large", "mobilenetv3_small",
-                               "resnet18", "tiny"]
+                               "patch_cnn", "resnet18", "tiny"]
     images = torch.rand(2, 3, SIDE, SIDE)
     for name in list_students():
         model = create_student(name, rating_bins=10, init="random").eval()
