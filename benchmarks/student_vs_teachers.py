@@ -19,7 +19,7 @@
 
 Steps 1–3 are reused from --work when present (the student from
 WORK/student-<name>-<size>px-<steps>steps; --fresh redoes all); step 4 always runs.
-Writes benchmarks/results/student_vs_teachers.json, with os.getloadavg() before and after:
+Writes benchmarks/results/student_vs_teachers-<student>.json, with os.getloadavg() before and after:
 other jobs on a shared machine slow both sides, not necessarily equally.
 """
 
@@ -54,7 +54,7 @@ from students.onnx_runtime import load_onnx_student
 from teachers import OFFLINE_TEACHERS, create_teachers
 from teachers.base import library_versions
 
-RESULTS = Path(__file__).parent / "results" / "student_vs_teachers.json"
+RESULTS = Path(__file__).parent / "results"  # student_vs_teachers-<student>.json
 # Real photographs only (no charts, logos, micrographs); motorcycle_right is the stereo twin
 # of motorcycle_left and dist_dir holds distorted twins of ref_dir, so both are left out.
 BASES = ("astronaut", "camera", "chelsea", "coffee", "grace_hopper", "hubble_deep_field",
@@ -281,8 +281,8 @@ def main() -> None:
     result["targets"]["met"] = {"speedup_pytorch": result["speedup_pytorch"] >= 20,
                                 "speedup_onnxruntime": result["speedup_onnxruntime"] >= 20,
                                 "srcc": result["held_out"]["srcc"] >= 0.85}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"student_vs_teachers-{args.student}.json").write_text(json.dumps(result, indent=2))
     shown = ("speedup_pytorch", "speedup_onnxruntime", "held_out", "targets")
     print(json.dumps({k: result[k] for k in shown}, indent=2))
 

@@ -150,7 +150,7 @@ def _cell(value) -> str:
               "<= 2 cores per process, else cores/4).")
 @click.option("--decode-threads", type=int, default=None,
               help="Without worker processes: threads decoding ahead in the labeling process "
-              "(default 1; 0 decodes between teacher batches).")
+              "(default 0: decode between teacher batches, fastest when the teachers use every core).")
 @click.option("--max-side", type=int, default=None,
               help="Long side the teachers see, px (default 768; JPEGs decode in draft mode).")
 @click.option("--max-shards", type=int, default=None,

@@ -27,8 +27,11 @@ class DecodeConfig:
     # the threads' barriers), else a quarter of the cores, at most 8.
     workers: int | None = None
     # with no worker processes: threads decoding ahead inside the labeling process (Pillow
-    # releases the GIL while decoding); 0 decodes inline, between teacher batches
-    threads: int = 1
+    # releases the GIL). 0 (inline, between teacher batches) is the default: on 2 cores the
+    # teachers' OpenMP threads use both, and a decode thread beside them measured 0.78 of the
+    # compute-alone rate against inline's 0.83 (benchmarks/label_throughput.py). A thread pays
+    # off when a core is left free for it, e.g. OMP_NUM_THREADS=cores-1.
+    threads: int = 0
     prefetch: int = 4  # batches each worker (or the thread pool) keeps ready
 
     def __post_init__(self):

@@ -1,8 +1,8 @@
 """Label stage: a source's images → teachers → resumable, distributed label shards.
 
-Read top to bottom: freeze the input list, take this process's shards, decode ahead (in a
-thread, or in DataLoader worker processes on bigger machines), score in batches, write each
-shard atomically, then (rank 0) fuse.
+Read top to bottom: freeze the input list, take this process's shards, decode (inline on
+small machines, ahead in DataLoader processes or threads on bigger ones), score in batches,
+write each shard atomically, then (rank 0) fuse.
 """
 
 from __future__ import annotations
@@ -145,9 +145,8 @@ def label_shard(index: int, inputs: pa.Table, source: Source, teachers: list[Tea
 def threaded_batches(dataset: Dataset, batch_size: int, threads: int, prefetch: int):
     """Batches of `dataset` decoded by `threads` threads, `prefetch` batches ahead, in order.
 
-    Pillow releases the GIL while it decodes, so a thread overlaps decoding with the teachers'
-    compute without a worker process: on 2 cores a process beside the OpenMP teacher threads
-    stalls them, and a thread that mostly waits in libjpeg does not (label_throughput.py)."""
+    Pillow releases the GIL while it decodes, so threads overlap decoding with the teachers'
+    compute without worker processes (see `DecodeConfig.threads` for when that pays off)."""
     if threads < 1:
         for start in range(0, len(dataset), batch_size):
             yield [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
