@@ -419,7 +419,8 @@ def quickstart(workdir, size, seed, no_progress):
     click.echo(f"\nquickstart ({size}, seed {seed}) in {result['seconds']} s, in {result['workdir']}")
     click.echo(f"{'stage':8s} {'seconds':>8s}  result")
     for name, stage in result["stages"].items():
-        details = "  ".join(f"{k} {v}" for k, v in stage.items() if k != "seconds")
+        details = "  ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                            for k, v in stage.items() if k != "seconds")
         click.echo(f"{name:8s} {stage['seconds']:8.1f}  {details}")
     click.echo(f"report: {result['report']}")
 
