@@ -100,11 +100,6 @@ def main():
         images = decode(True)
         teachers = create_teachers(TEACHERS)
 
-        def once(function) -> float:
-            started = time.perf_counter()
-            function()
-            return time.perf_counter() - started
-
         loop_seconds: dict[int, float] = {}
 
         def pipeline(threads: int):
@@ -122,10 +117,10 @@ def main():
         variants = sorted({0, args.decode_threads})
         rounds = []
         for _ in range(args.repeats):
-            record = {f"compute_{t.name}": once(lambda t=t: t.score(images)) for t in teachers}
+            record = {f"compute_{t.name}": timed(lambda t=t: t.score(images), 1) for t in teachers}
             record["compute_set"] = sum(record.values())
             for threads in variants:
-                record[f"end_to_end_{threads}"] = once(lambda t=threads: pipeline(t))
+                record[f"end_to_end_{threads}"] = timed(lambda t=threads: pipeline(t), 1)
                 record[f"loop_{threads}"] = loop_seconds[threads]
             rounds.append(record)
         med = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}

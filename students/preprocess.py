@@ -6,9 +6,9 @@ The policy, recorded in `student.pt` and beside every exported model:
 2. Resize so the *shorter* side is `resize_size` px, bilinear and antialiased: Pillow's
    BILINEAR filter with its downscale support, computed by torchvision's uint8 kernel (same
    result within 0.01 grey levels on average, ~3x faster than Pillow on this CPU); OpenCV's
-   INTER_AREA is the closest match. Quality cues (blur,
-   noise, JPEG blocks) live in high frequencies, so an aliasing resize (cv2 INTER_LINEAR on a
-   large downscale) shows the student a different image from the one it learned on.
+   INTER_AREA is the closest match. Quality cues (blur, noise, JPEG blocks) live in high
+   frequencies, so an aliasing resize (cv2 INTER_LINEAR on a large downscale) shows the
+   student a different image from the one it learned on.
 3. Crop `image_size` x `image_size`: the centre at inference, a random position (+ optional
    horizontal flip) in training. No rescale jitter: sharpness and noise are scale-dependent,
    so zooming would change the very thing being scored.
