@@ -93,7 +93,7 @@ def score(paths, teacher_names, options, fmt, embeddings, embedding_column, draf
 
             paths = packaged_photos()
             click.echo(f"distill: no paths given; scoring the {len(paths)} sample photos that "
-                       "scikit-image, matplotlib and pyiqa ship", err=True)
+                       "scikit-image, matplotlib, scikit-learn and pyiqa ship", err=True)
         teachers = scoring.build_teachers(names, teacher_options, weights_dir)
         result = scoring.score_paths(paths, teachers, draft_size=draft_size,
                                    progress=not no_progress and sys.stderr.isatty())

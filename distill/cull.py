@@ -147,7 +147,8 @@ def _cull_batch(photos: list[Path], folder: Path, dest: Path, model, options: Cu
     for photo in photos:
         name = str(photo.relative_to(folder))
         try:
-            images.append(decode_path(photo, draft_size=512).image)
+            # a JPEG decodes straight to about the student's scale, as labeling decodes it
+            images.append(decode_path(photo, draft_size=model.preprocessing["resize_size"]).image)
             decodable.append(name)
         except DecodeError as exc:
             journal.record({"image": name, "decision": "error", "error": str(exc), "done": True,

@@ -133,6 +133,13 @@ def run_opencv(path: Path, batch: np.ndarray) -> np.ndarray:
     return np.asarray(net.forward())
 
 
+def opencv_resize(preprocessing: dict) -> str:
+    side = preprocessing["resize_size"]
+    if preprocessing["resize"] == preprocess.RESIZE_MODES["shorter"]:
+        return f"resize shorter side to {side} (INTER_AREA)"
+    return f"shrink longer side to at most {side} (INTER_AREA; never enlarge)"
+
+
 def describe(loaded: LoadedStudent, out: Path, fmt: str, opset: int, diffs: dict) -> dict:
     size = loaded.preprocessing["image_size"]
     return {
@@ -142,10 +149,9 @@ def describe(loaded: LoadedStudent, out: Path, fmt: str, opset: int, diffs: dict
         "output": {"name": "scores", "shape": ["batch", len(loaded.outputs)],
                    "columns": loaded.outputs},
         "preprocessing": loaded.preprocessing,
-        "opencv_example": (f"net = cv2.dnn.readNetFromONNX('{out.name}'); rgb = resize shorter "
-                           f"side to {loaded.preprocessing['resize_size']} (INTER_AREA), "
-                           f"centre-crop "
-                           f"{size}; net.setInput(cv2.dnn.blobFromImage(rgb, 1 / 255)); "
+        "opencv_example": (f"net = cv2.dnn.readNetFromONNX('{out.name}'); rgb = "
+                           f"{opencv_resize(loaded.preprocessing)}, centre-crop {size}; "
+                           "net.setInput(cv2.dnn.blobFromImage(rgb, 1 / 255)); "
                            "quality, keep_prob = net.forward()[0][:2]"),
         "parity_max_abs_diff": diffs, "parity_tolerance": TOLERANCE,
         "val_metrics": loaded.card.get("val_metrics"),

@@ -31,7 +31,7 @@ SIZES = {
     "full": Size(train_views=24, bench_views=10, duplicates=24, steps=2000, image_size=160, side=384),
     "small": Size(train_views=6, bench_views=5, duplicates=8, steps=120, image_size=128, side=320),
 }
-HELD_OUT_PHOTOS = 5
+HELD_OUT_PHOTOS = ("I04", "astronaut", "coffee", "gravel", "motorcycle_left")
 TEACHERS = {"brisque": {}, "piqe": {}, "technical": {}}
 DEDUP_THRESHOLD = 0.9
 

@@ -18,13 +18,14 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
 from distill.decode import DecodeError, decode_path
+from distill.errors import DistillError
 from distill.sources import packaged_photos
 
 DEGRADATIONS = ("defocus", "motion", "noise", "jpeg", "underexposed", "overexposed", "lowres")
-# Packaged images that are test patterns or graphics rather than photographs, already
-# degraded (clock_motion), or the stereo twin of another (motorcycle_right) — a twin on
+# Packaged images that are test patterns, graphics or micrographs rather than photographs,
+# already degraded (clock_motion), or the stereo twin of another (motorcycle_right) — a twin on
 # both sides of the train/benchmark split would leak.
-NOT_PHOTOS = {"chessboard_GRAY", "chessboard_RGB", "color", "logo", "horse", "phantom", "text",
+NOT_PHOTOS = {"chessboard_GRAY", "chessboard_RGB", "color", "logo", "horse", "phantom", "text", "ihc",
               "page", "cell", "microaneurysms", "s1045", "membrane", "Minduka_Present_Blue_Pack",
               "logo2", "Stinkbug", "clock_motion", "motorcycle_right"}
 
@@ -159,8 +160,11 @@ def write_ava(root: Path, samples: list[Sample], seed: int) -> Path:
     return path
 
 
-def split_sources(photos: dict[str, Image.Image], held_out: int) -> tuple[dict, dict]:
-    """Benchmark photos are different photos from the training pool's."""
-    names = list(photos)
-    bench = set(names[1::max(1, len(names) // held_out)][:held_out])
-    return ({n: photos[n] for n in names if n not in bench}, {n: photos[n] for n in names if n in bench})
+def split_sources(photos: dict[str, Image.Image], held_out: tuple[str, ...]) -> tuple[dict, dict]:
+    """Benchmark photos are different photos from the training pool's. They are named, so the
+    benchmark stays the same when an installed package starts shipping more photos."""
+    missing = sorted(set(held_out) - set(photos))
+    if missing:
+        raise DistillError(f"held-out sample photos missing: {', '.join(missing)}")
+    return ({n: image for n, image in photos.items() if n not in held_out},
+            {n: image for n, image in photos.items() if n in held_out})

@@ -251,14 +251,20 @@ def _package_dir(module: str) -> Path | None:
 
 
 def packaged_photos() -> list[Path]:
-    """Real photos shipped by scikit-image, matplotlib and pyiqa, found without a download."""
+    """Real photos shipped by scikit-image, matplotlib, scikit-learn and pyiqa, found without
+    a download."""
     folders = []
     if skimage := _package_dir("skimage"):
         folders.append(skimage / "data")
     if matplotlib := _package_dir("matplotlib"):
         folders.append(matplotlib / "mpl-data" / "sample_data")
+    if sklearn := _package_dir("sklearn"):
+        folders.append(sklearn / "datasets" / "images")  # china, flower
     if pyiqa := _package_dir("pyiqa"):
+        # ResultsCalibra: 5 references and their distorted twins; pyiqa's wheel also installs
+        # its speed-test photos (a SPAQ phone photo, three video frames) as a top-level `tests`
         folders += [pyiqa.parent / "ResultsCalibra" / "dist_dir",
-                    pyiqa.parent / "ResultsCalibra" / "ref_dir"]
+                    pyiqa.parent / "ResultsCalibra" / "ref_dir",
+                    pyiqa.parent / "tests" / "test_efficiency_img_dir"]
     return [path for folder in folders if folder.is_dir() for path in _image_files(folder)]
 

@@ -199,7 +199,7 @@ class LabeledImages(Dataset):
         return len(self.labels)
 
     def load(self, index: int) -> np.ndarray:
-        """The photo resized so its shorter side is resize_size, as uint8 HWC."""
+        """The photo at the policy's scale (preprocess.resize_for), as uint8 HWC."""
         if self.cache is not None:
             return self.cache[index]
         path = self.labels.path[index]
@@ -208,7 +208,7 @@ class LabeledImages(Dataset):
             decoded = decode_bytes(data, draft_size=self.preprocessing["resize_size"])
         except DecodeError as exc:
             raise DistillError(f"labeled image {path}: {exc}") from None
-        return preprocess.resize_shorter(decoded.image, self.preprocessing["resize_size"])
+        return preprocess.resize_for(decoded.image, self.preprocessing)
 
     def preload(self, progress: bool = True) -> None:
         """Decode and resize every image once, into memory (small pools, tests)."""
@@ -282,7 +282,10 @@ class DataConfig:
     val_fraction: float = 0.1  # of image_ids, by hash
     split_salt: str = "distill-val"
     image_size: int = 224
-    resize_size: int | None = None  # shorter side before the crop; default image_size / 0.93
+    # teacher_scale: longer side at most resize_size, default the labeling run's decode.max_side
+    # (the pixels the teachers scored); shorter: shorter side to resize_size, default size / 0.93
+    resize_mode: str = "teacher_scale"
+    resize_size: int | None = None
     hflip: bool = True
     random_crop: bool = True
     cache: bool = False  # decode + resize every image once, into RAM (small pools)
@@ -294,6 +297,9 @@ class DataConfig:
     def __post_init__(self):
         if not 0 <= self.val_fraction < 1:
             raise ConfigError("data.val_fraction must be in [0, 1)")
+        if self.resize_mode not in preprocess.RESIZE_MODES:
+            raise ConfigError(f"data.resize_mode must be one of "
+                              f"{', '.join(preprocess.RESIZE_MODES)}, got {self.resize_mode!r}")
         if self.resize_size is not None and self.resize_size < self.image_size:
             raise ConfigError("data.resize_size must be ≥ data.image_size")
 
@@ -326,13 +332,24 @@ class TrainData:
                 f"{self.steps_per_epoch} steps per epoch")
 
 
+def resize_size(config: TrainConfig) -> int | None:
+    """data.resize_size, or in teacher_scale mode the long side the labels were made at."""
+    if config.data.resize_size or config.data.resize_mode != "teacher_scale":
+        return config.data.resize_size
+    labeled_at = read_manifest(config.labels).get("config", {}).get("decode", {}).get("max_side")
+    # uncapped labeling (max_side null) saw full-size photos; the student still needs a
+    # bounded input, so it takes the labeler's default scale
+    return labeled_at if isinstance(labeled_at, int) else preprocess.TEACHER_SIDE
+
+
 def build_data(config: TrainConfig, world: int, progress: bool) -> TrainData:
     """Labels → split → datasets → a balanced, seeded, fixed-length epoch per process."""
     labels = load_labels(config.labels)
     train_labels, val_labels = split(labels, config.data.val_fraction, config.data.split_salt)
     if not len(train_labels):
         raise DistillError(f"--labels {config.labels}: no labeled images to train on")
-    policy = preprocess.policy(config.data.image_size, config.data.resize_size)
+    policy = preprocess.policy(config.data.image_size, resize_size(config),
+                               config.data.resize_mode)
     reader = ImageReader(Path(config.labels))
     train = LabeledImages(train_labels, reader, policy, True, config.data.hflip,
                           config.data.random_crop)

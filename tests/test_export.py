@@ -84,8 +84,10 @@ def test_onnx_runs_in_onnxruntime_and_opencv_like_pytorch(tiny_student, held_out
                                   "dtype": "float32"}
     assert described["output"]["columns"][:2] == ["quality", "keep_prob"]
     policy = described["preprocessing"]
-    assert policy["channel_order"] == "RGB" and policy["resize"] == "shorter_side_then_center_crop"
-    assert policy["image_size"] == 96 and policy["resize_size"] == 103
+    assert (policy["channel_order"] == "RGB"
+            and policy["resize"] == "longer_side_at_most_then_center_crop")
+    assert policy["image_size"] == 96 and policy["resize_size"] == 768
+    assert "longer side to at most 768" in described["opencv_example"]
     assert policy["mean"] == [0.485, 0.456, 0.406] and policy["input_range"] == [0.0, 1.0]
 
 

@@ -8,14 +8,19 @@ import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
+from PIL import Image
+from scipy.stats import spearmanr
 
 from distill import shards
+from distill.train_data import DataConfig, load_labels, split
+from students import load_student
 
-# Measured with seed 0 at --size small (see README, "Quickstart"): held-out SRCC 0.20 over 25
-# images. Chance gives 0 ± 0.2 (1/sqrt(n-1)); the floor demands the student's ordering be
-# positively related to the ground truth, and catches a pipeline that trains on the wrong
-# targets or on nothing (a constant or shuffled student scores about 0 or below).
-SRCC_FLOOR = 0.1
+# At --size small (120 steps, 107 training images) the student's ranking of its own training
+# images agreed with the teachers' labels at SRCC 0.58 (seed 0, measured). A student trained
+# on shuffled or missing targets, or not at all, scores about 0. Its held-out SRCC against the
+# ground truth is not asserted: over 25 images of 5 unseen photos it measured between -0.12
+# and 0.18 across student settings (chance: 0 ± 0.2); the full size is what measures it.
+TRAIN_FIT_FLOOR = 0.3
 
 
 def test_quickstart_small_runs_every_stage(tmp_path):
@@ -45,5 +50,10 @@ def test_quickstart_small_runs_every_stage(tmp_path):
     bench_images = len(list((workdir / "bench" / "images").glob("*.jpg")))
     assert report["metrics"]["n"] + report["skipped"]["count"] == bench_images
     assert report["model"]["kind"] == "student"
-    assert report["metrics"]["srcc"] > SRCC_FLOOR
+    assert -1 <= report["metrics"]["srcc"] <= 1
+    defaults = DataConfig()  # the quickstart trains with the default split
+    train, _ = split(load_labels(workdir / "labels"), defaults.val_fraction, defaults.split_salt)
+    student = load_student(workdir / "student" / "student.pt")
+    predicted = student.predict([Image.open(path) for path in train.path])["quality"]
+    assert spearmanr(predicted, train.quality)[0] > TRAIN_FIT_FLOOR
     assert (workdir / "report" / "report.md").is_file()

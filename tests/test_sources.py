@@ -133,3 +133,14 @@ def test_config_errors_name_the_bad_key(mapping, message):
 def test_unknown_source_kind():
     with pytest.raises(ConfigError, match="source.kind"):
         create_source({"kind": "ftp"})
+
+
+def test_packaged_photos_come_from_every_installed_package_that_ships_some():
+    from distill.sources import packaged_photos
+
+    found = {(path.parent.name, path.name) for path in packaged_photos()}
+    expected = {("data", "astronaut.png"), ("sample_data", "grace_hopper.jpg"),
+                ("images", "china.jpg"), ("images", "flower.jpg"), ("ref_dir", "I03.bmp"),
+                ("test_efficiency_img_dir", "SPAQ_10241.jpg")}
+    assert expected <= found
+    assert len(found) == len(packaged_photos())  # each file once, in a stable order

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -264,8 +265,6 @@ def test_balanced_sampler_evens_out_score_bins():
 # ---------------------------------------------------------------- labels in
 
 def test_dedup_and_human_labels_shape_the_training_rows(label_run, tmp_path):
-    import shutil
-
     run = tmp_path / "run"
     shutil.copytree(label_run, run)
     pseudo = {r["image_id"]: r for r in shards.read_labels(run).to_pylist()}
@@ -308,6 +307,8 @@ def test_missing_labels_and_bad_keys_are_one_line_errors(label_run, tmp_path):
         load_labels(tmp_path)
     with pytest.raises(ConfigError, match="optim.learning_rate"):
         from_mapping(TrainConfig, {"labels": "x", "out": "y", "optim": {"learning_rate": 1}})
+    with pytest.raises(ConfigError, match="data.resize_mode must be one of teacher_scale"):
+        from_mapping(TrainConfig, {"labels": "x", "out": "y", "data": {"resize_mode": "zoom"}})
     runner = CliRunner()
     result = runner.invoke(train, ["--student", "tiny", "--out", str(tmp_path / "r")])
     assert result.exit_code == 2
@@ -343,6 +344,8 @@ def test_a_run_writes_student_card_metrics_and_tensorboard(label_run, tmp_path):
 
     student = load_student(out / "student.pt")
     assert student.preprocessing["image_size"] == SIDE and student.card["student"] == "tiny"
+    # teacher_scale by default; this manifest records no decode scale, so the labeler's default
+    assert student.preprocessing["resize_size"] == 768
     photos = [Image.open(p) for p in sorted((label_run / "images").glob("*.png"))[:5]]
     scores = student.predict(photos)
     assert scores["quality"].shape == (5,)
@@ -468,3 +471,17 @@ def test_imagenet_init_comes_from_the_weights_folder_or_is_said_random(isolated_
     own = model.backbone.state_dict()
     assert all(torch.equal(own[k], reference.state_dict()[k]) for k in own)
     assert create_student("mobilenetv3_small", init="random").init["kind"] == "random"
+
+
+def test_teacher_scale_follows_the_scale_the_labels_were_made_at(label_run, tmp_path):
+    from distill.train_data import resize_size
+
+    run = tmp_path / "labels"
+    shutil.copytree(label_run, run)
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["config"]["decode"] = {"max_side": 512}
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    assert resize_size(tiny_config(run, tmp_path / "r")) == 512
+    assert resize_size(tiny_config(run, tmp_path / "r", data__resize_size=300)) == 300
+    shorter = tiny_config(run, tmp_path / "r", data__resize_mode="shorter")
+    assert resize_size(shorter) is None  # policy() then takes image_size / 0.93
