@@ -13,7 +13,8 @@
    teacher set (the three teachers, as labeling runs them) and of the student (its resize +
    crop + forward) in PyTorch and, exported, in onnxruntime, timed back to back in each
    round so all see the same load; parameters and FLOPs of each; the student's SRCC / PLCC
-   with the fused teacher quality.
+   with the fused teacher quality, beside the SRCC the teachers themselves reach when they
+   score only the crop the student sees (the ceiling its view allows).
 
     python benchmarks/student_vs_teachers.py [--work runs/bench-student] [--student patch_cnn]
         [--steps 4000] [--image-size 224] [--resize-mode teacher_scale|shorter] [--seed 0]
@@ -48,12 +49,13 @@ from PIL import Image, ImageFilter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from distill import shards
+from distill import fuse, shards
+from distill.config import from_mapping
 from distill.decode import decode_path
 from distill.export import export_student
 from distill.sources import packaged_photos
 from distill.train import quality_metrics
-from students import load_student
+from students import load_student, preprocess
 from students.models import count_flops
 from students.onnx_runtime import load_onnx_student
 from teachers import OFFLINE_TEACHERS, create_teachers
@@ -187,6 +189,15 @@ def teacher_cost(teachers, image: Image.Image) -> dict:
     return cost
 
 
+def teachers_on_student_view(teachers, images: list, student, labels: Path) -> np.ndarray:
+    """The fused teacher quality of exactly the crop the student sees: how much of what the
+    teachers scored survives the student's view (its SRCC with the labels caps the student's)."""
+    views = [Image.fromarray(preprocess.prepare(image, student.preprocessing)) for image in images]
+    fusion = json.loads((labels / "manifest.json").read_text())["config"]["fusion"]
+    raw = {teacher.name: teacher.score(views).scores for teacher in teachers}
+    return fuse.fuse_columns(raw, from_mapping(fuse.FusionConfig, fusion))["quality"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work", type=Path, default=Path("runs/bench-student"))
@@ -263,7 +274,9 @@ def main() -> None:
                               images[:args.speed_images], args.repeats)
     card, size = student.card, student.preprocessing["image_size"]
     costs = teacher_cost(teachers, images[0])
+    on_view = teachers_on_student_view(teachers, images, student, work / "labels" / "held_out")
     held_out_metrics = quality_metrics(predicted, truth) | {
+        "teachers_on_student_view_srcc": quality_metrics(on_view, truth)["srcc"],
         "keep_agreement": float(np.mean((predicted >= 6) == (truth >= 6)))}
     result = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
