@@ -55,13 +55,14 @@ from distill.decode import decode_path
 from distill.export import export_student
 from distill.sources import packaged_photos
 from distill.train import quality_metrics
+from distill.train_data import read_manifest
 from students import load_student, preprocess
 from students.models import count_flops
 from students.onnx_runtime import load_onnx_student
 from teachers import OFFLINE_TEACHERS, create_teachers
 from teachers.base import library_versions
 
-RESULTS = Path(__file__).parent / "results"  # student_vs_teachers-<student>.json
+RESULTS = Path(__file__).parent / "results"  # student_vs_teachers-<variant>-<pool>.json
 # Real photographs only (no charts, logos, micrographs); motorcycle_right is the stereo twin
 # of motorcycle_left and dist_dir holds distorted twins of ref_dir, so both are left out.
 BASES = ("astronaut", "camera", "chelsea", "coffee", "grace_hopper", "hubble_deep_field",
@@ -193,7 +194,7 @@ def teachers_on_student_view(teachers, images: list, student, labels: Path) -> n
     """The fused teacher quality of exactly the crop the student sees: how much of what the
     teachers scored survives the student's view (its SRCC with the labels caps the student's)."""
     views = [Image.fromarray(preprocess.prepare(image, student.preprocessing)) for image in images]
-    fusion = json.loads((labels / "manifest.json").read_text())["config"]["fusion"]
+    fusion = read_manifest(labels)["config"]["fusion"]
     raw = {teacher.name: teacher.score(views).scores for teacher in teachers}
     return fuse.fuse_columns(raw, from_mapping(fuse.FusionConfig, fusion))["quality"]
 

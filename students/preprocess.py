@@ -42,7 +42,7 @@ RESIZE_MODES = {  # resize_mode → the record's description of it
 INTERPOLATION = {"teacher_scale": "bicubic", "shorter": "bilinear"}
 
 
-def default_resize_size(image_size: int, resize_mode: str = "shorter") -> int:
+def default_resize_size(image_size: int, resize_mode: str) -> int:
     return TEACHER_SIDE if resize_mode == "teacher_scale" else round(image_size / CROP_FRACTION)
 
 
