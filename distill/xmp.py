@@ -1,25 +1,41 @@
-"""XMP sidecars for culling decisions: xmp:Rating 1–5 and digiKam's pick label.
+"""XMP sidecars for culling decisions: xmp:Rating 1–5 and digiKam's pick label, written and
+merged by exiv2, the library digiKam itself reads them with.
 
 digiKam reads `Xmp.xmp.Rating` and `Xmp.digiKam.PickLabel` (0 none, 1 rejected, 2 pending,
-3 accepted) from a sidecar named `photo.jpg.xmp` (its default) or `photo.xmp`. An existing
-sidecar is merged: only those two properties change, everything else is kept.
+3 accepted) from a sidecar named `photo.jpg.xmp` (its default) or `photo.xmp` (Lightroom's and
+darktable's habit). An existing sidecar is merged: only those two properties change. exiv2
+parses a packet with any number of `rdf:Description` blocks (exiftool writes one per
+namespace) into one property set, so a merge never leaves a second, stale rating behind.
+
+A sidecar is untrusted input: it is first parsed by defusedxml, which refuses DTDs, entity
+expansion (billion laughs) and external references (XXE), and a sidecar that fails any check
+is left untouched and reported as that photo's XMP error. Writes go to a temporary copy that
+replaces the sidecar only once exiv2 has written it whole.
 """
 
 from __future__ import annotations
 
 import os
-import re
-import xml.etree.ElementTree as ET
+import shutil
 from pathlib import Path
 
-NS = {
-    "x": "adobe:ns:meta/",
-    "rdf": "http://www.w3.org/1999/02/22-rdf-syntax-ns#",
-    "xmp": "http://ns.adobe.com/xap/1.0/",
-    "digiKam": "http://www.digikam.org/ns/1.0/",
-}
-PICK_LABELS = {0: 1, 1: 2, 2: 3}  # tier → digiKam PickLabel (rejected, pending, accepted)
-_XPACKET = re.compile(r"<\?xpacket[^>]*\?>")
+import defusedxml.ElementTree as SafeET
+import exiv2
+from defusedxml import DefusedXmlException
+
+from distill.errors import DistillError
+
+exiv2.LogMsg.setLevel(exiv2.LogMsg.Level.mute)  # failures reach the user as XmpError instead
+
+RATING = "Xmp.xmp.Rating"
+PICK_LABEL = "Xmp.digiKam.PickLabel"
+# The sidecar agrees with the folder a photo was put in: the decision sets the pick label.
+PICK_LABELS = {"trash": 1, "keep": 3}  # digiKam: 1 rejected, 2 pending, 3 accepted
+MAX_SIDECAR_BYTES = 16 << 20  # real sidecars are kilobytes; beyond this it is not one
+
+
+class XmpError(DistillError):
+    """A sidecar that cannot be read or written safely; it was left as it was."""
 
 
 def rating_from_quality(quality: float) -> int:
@@ -27,69 +43,81 @@ def rating_from_quality(quality: float) -> int:
     return int(min(5, max(1, round(1 + (quality - 1) * 4 / 9))))
 
 
+def sidecar_candidates(photo: Path) -> tuple[Path, Path]:
+    """digiKam's `photo.jpg.xmp`, then Lightroom's and darktable's `photo.xmp`."""
+    return photo.with_name(photo.name + ".xmp"), photo.with_suffix(".xmp")
+
+
 def sidecar_for(photo: Path) -> Path:
     """An existing `photo.jpg.xmp` or `photo.xmp`, else digiKam's default name."""
-    for candidate in (photo.with_name(photo.name + ".xmp"), photo.with_suffix(".xmp")):
+    for candidate in sidecar_candidates(photo):
         if candidate.exists():
             return candidate
-    return photo.with_name(photo.name + ".xmp")
+    return sidecar_candidates(photo)[0]
 
 
-def _register_namespaces(text: str) -> None:
-    for prefix, uri in {**NS, **dict(re.findall(r'xmlns:([\w.-]+)="([^"]+)"', text))}.items():
-        ET.register_namespace(prefix, uri)
+def sidecar_after_move(sidecar: Path, photo: Path, target: Path) -> Path:
+    """Where `photo`'s sidecar goes when the photo moves to `target`: the same naming form."""
+    long_form, _ = sidecar_candidates(photo)
+    return sidecar_candidates(target)[0 if sidecar == long_form else 1]
 
 
-def _description(root: ET.Element) -> ET.Element:
-    rdf = root if root.tag == f"{{{NS['rdf']}}}RDF" else root.find(f"{{{NS['rdf']}}}RDF")
-    if rdf is None:
-        rdf = ET.SubElement(root, f"{{{NS['rdf']}}}RDF")
-    description = rdf.find(f"{{{NS['rdf']}}}Description")
-    if description is None:
-        description = ET.SubElement(rdf, f"{{{NS['rdf']}}}Description", {f"{{{NS['rdf']}}}about": ""})
-    return description
+def check_untrusted(path: Path) -> bytes:
+    """The sidecar's bytes, once defusedxml has parsed them with every attack refused."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_SIDECAR_BYTES:
+            raise XmpError(f"{path}: {size} bytes is too large for a sidecar; left untouched")
+        data = path.read_bytes()
+        SafeET.fromstring(data, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+    except DefusedXmlException as exc:
+        raise XmpError(f"{path}: refused ({type(exc).__name__}: DTDs, entities and external "
+                       "references are not allowed in a sidecar); left untouched") from None
+    except SafeET.ParseError as exc:
+        raise XmpError(f"{path}: not valid XML ({exc}); left untouched") from None
+    except OSError as exc:
+        raise XmpError(f"{path}: unreadable ({exc.strerror or exc}); left untouched") from None
+    return data
 
 
-def _set(description: ET.Element, prefix: str, name: str, value: str) -> None:
-    """Set a simple property, whether the file wrote it as an attribute or as an element."""
-    tag = f"{{{NS[prefix]}}}{name}"
-    element = description.find(tag)
-    if element is not None:
-        element.text = value
-        description.attrib.pop(tag, None)
-    else:
-        description.set(tag, value)
+def _open(path: Path):
+    image = exiv2.ImageFactory.open(str(path))
+    image.readMetadata()
+    return image
 
 
-def write_sidecar(photo: Path, quality: float, tier: int) -> Path:
-    sidecar = sidecar_for(photo)
-    original = sidecar.read_text(encoding="utf-8") if sidecar.exists() else ""
-    _register_namespaces(original)
-    root = ET.fromstring(original) if original.strip() else ET.Element(f"{{{NS['x']}}}xmpmeta")
-    description = _description(root)
-    _set(description, "xmp", "Rating", str(rating_from_quality(quality)))
-    _set(description, "digiKam", "PickLabel", str(PICK_LABELS[int(tier)]))
-    body = ET.tostring(root, encoding="unicode")
-    packets = _XPACKET.findall(original)
-    if len(packets) == 2:  # keep the xpacket wrapper that tools write around the packet
-        body = f"{packets[0]}\n{body}\n{packets[1]}"
-    partial = sidecar.with_name(f".{sidecar.name}.partial")
-    partial.write_text(body + "\n", encoding="utf-8")
-    os.replace(partial, sidecar)
+def write_sidecar(sidecar: Path, rating: int, pick_label: int) -> Path:
+    """Set the rating and pick label in `sidecar`, creating it or merging into it."""
+    sidecar = Path(sidecar)
+    partial = sidecar.with_name(f".{sidecar.name}.distill-partial")
+    try:
+        if sidecar.exists():
+            check_untrusted(sidecar)
+            shutil.copyfile(sidecar, partial)
+            image = _open(partial)
+            if image.mimeType() != "application/rdf+xml":
+                raise XmpError(f"{sidecar}: not an XMP packet ({image.mimeType()}); left untouched")
+        else:
+            image = exiv2.ImageFactory.create(exiv2.ImageType.xmp, str(partial))
+        data = image.xmpData()
+        data[RATING] = str(int(rating))
+        data[PICK_LABEL] = str(int(pick_label))
+        image.setXmpData(data)
+        image.writeMetadata()
+        del image  # exiv2 holds the file open until the image is gone
+        os.replace(partial, sidecar)
+    except exiv2.Exiv2Error as exc:
+        raise XmpError(f"{sidecar}: exiv2 could not merge it ({exc}); left untouched") from None
+    finally:
+        partial.unlink(missing_ok=True)
     return sidecar
 
 
 def read_sidecar(sidecar: Path) -> dict[str, str]:
-    """The simple properties of a sidecar's first rdf:Description, as {"prefix:name": value}."""
-    root = ET.fromstring(sidecar.read_text(encoding="utf-8"))
-    description = _description(root)
-    uri_to_prefix = {uri: prefix for prefix, uri in NS.items()}
-    values = {}
-    for key, value in description.attrib.items():
-        uri, _, name = key[1:].partition("}")
-        values[f"{uri_to_prefix.get(uri, uri)}:{name}"] = value
-    for child in description:
-        uri, _, name = child.tag[1:].partition("}")
-        if child.text and child.text.strip():
-            values[f"{uri_to_prefix.get(uri, uri)}:{name}"] = child.text.strip()
-    return values
+    """Every XMP property of a sidecar, as {"Xmp.prefix.Name": value} (exiv2's keys)."""
+    check_untrusted(Path(sidecar))
+    try:
+        image = _open(Path(sidecar))
+        return {datum.key(): datum.toString() for datum in image.xmpData()}
+    except exiv2.Exiv2Error as exc:
+        raise XmpError(f"{sidecar}: exiv2 cannot read it ({exc})") from None

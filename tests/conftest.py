@@ -59,3 +59,43 @@ def rng_image(seed: int, size=(96, 80)) -> Image.Image:
 def offline_env(**extra) -> dict[str, str]:
     env = dict(os.environ, HF_HUB_OFFLINE="1", **extra)
     return env
+
+
+def _mount_tmpfs(folder: Path, options: str) -> bool:
+    import subprocess
+
+    folder.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
+                          capture_output=True, check=False)
+    return done.returncode == 0
+
+
+@pytest.fixture()
+def mount_tmpfs(tmp_path):
+    """mount_tmpfs(name, options) -> a fresh tmpfs folder (a real other file system: read-only,
+    or a few MB to fill up). Needs root, as CI has; unmounted after the test."""
+    import subprocess
+
+    mounted = []
+
+    def mount(name: str, options: str = "size=4m") -> Path:
+        folder = tmp_path / name
+        if not _mount_tmpfs(folder, options):
+            pytest.skip("mounting a tmpfs needs root")
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in reversed(mounted):
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True, check=False)
+
+
+def fill_up(folder: Path) -> None:
+    """Write a filler file until the file system holding `folder` has no space left."""
+    with open(folder / "filler", "wb") as handle:
+        try:
+            while True:
+                handle.write(b"\0" * 65536)
+                handle.flush()
+        except OSError:
+            pass

@@ -1,0 +1,171 @@
+"""File placement that cannot lose or overwrite a photo: the one routine every move, link and
+copy of `distill cull` goes through, and the lock that keeps two runs off one destination.
+
+The rules, each one a way a photo was lost before:
+- nothing ever replaces an existing file: the final step is `os.link` (or, where a file system
+  has no hard links, a rename guarded by the destination lock), which fails if the name is taken;
+- a copy (a move to another file system) is written under a temporary name in the destination
+  folder, fsynced, and checked for size and sha256 against the source before it takes its name,
+  so a full disk or a kill mid-copy leaves a temporary file, never a truncated photo;
+- the source of a move is removed only after the target is in place and verified.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import os
+import shutil
+from pathlib import Path
+from typing import Self
+
+from distill.errors import DistillError
+
+PARTIAL_SUFFIX = ".distill-partial"
+_CHUNK = 1 << 20
+
+
+class PlacementError(DistillError):
+    """A photo could not be put where it was meant to go; it is still at its source."""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def free_name(target: Path, accept=lambda candidate: True) -> Path:
+    """`target`, or `stem-1.ext`, `stem-2.ext`, … : the first name not on disk that `accept`
+    also agrees to (e.g. its sidecar's name is free too)."""
+    candidate, number = target, 0
+    while candidate.exists() or candidate.is_symlink() or not accept(candidate):
+        number += 1
+        candidate = target.with_name(f"{target.stem}-{number}{target.suffix}")
+    return candidate
+
+
+def partial_path(target: Path) -> Path:
+    return target.with_name(f".{target.name}{PARTIAL_SUFFIX}")
+
+
+def _fsync_dir(folder: Path) -> None:
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _claim(partial: Path, target: Path) -> None:
+    """Give a complete, verified file its final name without ever replacing another file."""
+    try:
+        os.link(partial, target)
+    except FileExistsError:
+        raise PlacementError(f"{target} appeared while placing it; left it alone") from None
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK):
+            raise
+        # No hard links here (FAT/exFAT cards): the destination lock makes exists+rename safe.
+        if target.exists():
+            raise PlacementError(f"{target} appeared while placing it; left it alone") from None
+        os.rename(partial, target)
+        return
+    partial.unlink()
+
+
+def verified_copy(source: Path, target: Path, sha256: str) -> None:
+    """Copy `source` to the free name `target` through a temporary file, checked against
+    `sha256` (the source's, taken when the decision was made) before it takes the name."""
+    partial = partial_path(target)
+    partial.unlink(missing_ok=True)  # a copy a kill or a full disk interrupted: start again
+    try:
+        with open(source, "rb") as reader, open(partial, "xb") as writer:
+            shutil.copyfileobj(reader, writer, _CHUNK)
+            writer.flush()
+            os.fsync(writer.fileno())
+        shutil.copystat(source, partial)
+        if partial.stat().st_size != source.stat().st_size or sha256_file(partial) != sha256:
+            raise PlacementError(f"copy of {source} to {target} does not match its sha256; "
+                                 "the source is untouched")
+        _claim(partial, target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def is_placed(target: Path, sha256: str) -> bool:
+    """Whether `target` holds exactly the photo with this hash (and not a half copy)."""
+    return target.is_file() and sha256_file(target) == sha256
+
+
+def move(source: Path, target: Path, sha256: str) -> None:
+    """Move `source` to `target` (a name that must be free), verified, never replacing anything.
+
+    Safe to call again after a kill at any point: a target already holding the photo counts as
+    placed, and the source is removed only once the target is verified."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    checked = False  # whether the source's bytes are known to be the decided ones
+    if not is_placed(target, sha256):
+        if target.exists() or target.is_symlink():
+            raise PlacementError(f"{target} holds another file; {source} was left where it is")
+        try:
+            os.link(source, target)  # same file system: an atomic, no-replace rename in two steps
+        except OSError as exc:
+            if exc.errno == errno.EEXIST:
+                raise PlacementError(f"{target} appeared while placing it; left it alone") from None
+            verified_copy(source, target, sha256)  # EXDEV, or no hard links on this file system
+            checked = True
+        _fsync_dir(target.parent)
+    if source.exists():
+        if not (checked or source.samefile(target) or sha256_file(source) == sha256):
+            raise PlacementError(f"{source} changed since it was decided; it was left in place "
+                                 f"and a copy of the decided version is at {target}")
+        source.unlink()
+        _fsync_dir(source.parent)
+
+
+def link(source: Path, target: Path) -> None:
+    """A hard link at `target` (a symlink across file systems); never replaces a file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists() and source.exists() and target.samefile(source):
+        return
+    try:
+        try:
+            os.link(source, target)
+        except FileExistsError:
+            raise
+        except OSError:  # another file system: a symlink still points at the original
+            target.symlink_to(source.resolve())
+    except FileExistsError:
+        raise PlacementError(f"{target} holds another file; {source} was not linked") from None
+
+
+class DestinationLock:
+    """An exclusive, non-blocking lock on a destination folder (released when the process
+    dies, so a killed run never leaves the folder locked)."""
+
+    def __init__(self, folder: Path, name: str = ".distill.lock"):
+        self.path = Path(folder) / name
+        self._handle = None
+
+    def __enter__(self) -> Self:
+        self._handle = open(self.path, "a")
+        try:
+            fcntl.flock(self._handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._handle.close()
+            raise DistillError(f"{self.path.parent} is busy: another distill run is using it "
+                               "(wait for it to finish, or choose another --dest)") from None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        fcntl.flock(self._handle, fcntl.LOCK_UN)
+        self._handle.close()
