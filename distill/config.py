@@ -39,6 +39,13 @@ class DecodeConfig:
             value = getattr(self, key)
             if value is not None and value < 0:
                 raise ConfigError(f"decode.{key} must be ≥ 0, got {value}")
+        for key in ("max_side", "min_side", "max_pixels"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ConfigError(f"decode.{key} must be ≥ 1 (max_side: null for no cap), got {value}")
+        if self.max_side is not None and self.max_side < self.min_side:
+            raise ConfigError(f"decode.max_side ({self.max_side}) is below decode.min_side "
+                              f"({self.min_side}): every image would be refused")
 
 
 @dataclasses.dataclass

@@ -117,6 +117,9 @@ def decode_bytes(
         notes.append(conversion)
     if max_side and max(img.size) > max_side:
         img.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
+        if min(img.size) < min_side:  # a panorama strip: too thin once the long side is capped
+            raise DecodeError(f"too thin: {width}x{height} becomes {img.width}x{img.height} at "
+                              f"max_side {max_side} (< {min_side} px per side)")
     img.info[ORIGINAL_SIZE_KEY] = (width, height)
     return Decoded(img, width, height, sha1, "; ".join(notes))
 

@@ -8,6 +8,7 @@ write each shard atomically, then (rank 0) fuse.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 from collections import deque
@@ -36,6 +37,58 @@ def image_id(source_name: str, key: str) -> str:
     return hashlib.sha1(f"{source_name}:{key}".encode()).hexdigest()[:16]
 
 
+RUN_FILE = "run.json"
+SHAPING_DECODE_KEYS = ("max_side", "draft", "min_side", "max_pixels")
+
+
+def run_shape(config: LabelConfig) -> dict:
+    """Everything that shapes a run's rows, as JSON: a resume must ask for exactly this.
+    (Workers, threads and batch size change only the speed.)"""
+    shape = {"source": config.source, "teachers": config.teachers,
+             "shard_size": config.shard_size,
+             "decode": {key: getattr(config.decode, key) for key in SHAPING_DECODE_KEYS},
+             "fusion": to_dict(config.fusion)}
+    return json.loads(json.dumps(shape, default=str))
+
+
+def _flatten(mapping: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in mapping.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def check_resume(out: Path, config: LabelConfig) -> None:
+    """Refuse to add shards made with other settings to a run (rank 0 records them first)."""
+    path = out / RUN_FILE
+    shape = run_shape(config)
+    if not path.exists():
+        shards.write_json(path, shape)
+        return
+    recorded, asked = _flatten(json.loads(path.read_text())), _flatten(shape)
+    differs = sorted(key for key in recorded.keys() | asked.keys()
+                     if recorded.get(key) != asked.get(key))
+    if differs:
+        key = differs[0]
+        more = f" (and {len(differs) - 1} more: {', '.join(differs[1:])})" if differs[1:] else ""
+        hint = "; to change fusion, use `distill fuse`" if key.startswith("fusion.") else ""
+        raise ConfigError(f"{out} was started with {key} = {recorded.get(key)!r}, this call "
+                          f"asks for {asked.get(key)!r}{more}: resume with the run's options"
+                          f"{hint}, or use a new --out")
+
+
+def record_fusion(out: Path, fusion: fuse.FusionConfig) -> None:
+    """`distill fuse` changed the run's fusion: a later resume must ask for the new one."""
+    path = Path(out) / RUN_FILE
+    if path.exists():
+        shape = json.loads(path.read_text())
+        shape["fusion"] = json.loads(json.dumps(to_dict(fusion), default=str))
+        shards.write_json(path, shape)
+
+
 def freeze_inputs(out: Path, source: Source, source_config: dict, progress: bool = False) -> pa.Table:
     """Enumerate once and keep the list: resumes and other ranks see exactly these inputs."""
     path = out / "inputs.parquet"
@@ -53,8 +106,12 @@ def freeze_inputs(out: Path, source: Source, source_config: dict, progress: bool
         "path": [item.path for item in items],
         "locator": [item.locator for item in items],
     }).replace_schema_metadata({"source": fingerprint})
-    if len(set(table.column("image_id").to_pylist())) != table.num_rows:
-        raise ConfigError(f"source {source.name!r} yields duplicate keys")
+    seen: dict[str, str] = {}
+    for item in items:
+        if item.key in seen:
+            raise ConfigError(f"source {source.name!r} yields the key {item.key!r} twice "
+                              f"({seen[item.key]} and {item.path}); each input needs its own key")
+        seen[item.key] = item.path
     shards.write_table(path, table)
     return table
 
@@ -238,6 +295,9 @@ def run_label(config: LabelConfig, progress: bool = True, max_shards: int | None
     state = PartialState(cpu=not torch.cuda.is_available())
     out = Path(config.out)
     source = create_source(config.source)
+    # Every rank checks (and none waits at a barrier for a rank that refused); a fresh run's
+    # ranks all write the same run.json, atomically.
+    check_resume(out, config)
     if state.is_main_process:
         inputs = freeze_inputs(out, source, config.source, progress)
     state.wait_for_everyone()

@@ -40,19 +40,22 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return sorted(self._entries)
 
+    def _entry(self, name: str) -> Entry:
+        if name not in self._entries:
+            raise ConfigError(f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}")
+        return self._entries[name]
+
     def describe(self, name: str) -> str:
-        return self._entries[name].description
+        return self._entry(name).description
 
     def accepts(self, name: str, option: str) -> bool:
-        return option in inspect.signature(self._entries[name].load()).parameters
+        return option in inspect.signature(self._entry(name).load()).parameters
 
     def __contains__(self, name: str) -> bool:
         return name in self._entries
 
     def create(self, name: str, **opts) -> T:
-        if name not in self._entries:
-            raise ConfigError(f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}")
-        factory = self._entries[name].load()
+        factory = self._entry(name).load()
         try:
             return factory(**opts)
         except TypeError as exc:

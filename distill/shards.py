@@ -53,8 +53,17 @@ def _atomic(path: Path, write) -> None:
     """Write through a temporary file in the same folder, then rename over the target."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    write(partial)
-    os.replace(partial, path)
+    try:
+        write(partial)
+        os.replace(partial, path)
+    except OSError as exc:  # a full disk: leave no partial file, and name the file
+        Path(partial).unlink(missing_ok=True)
+        if exc.filename is None:
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
+        raise
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
 
 
 def write_table(path: Path, table: pa.Table) -> None:
