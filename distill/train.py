@@ -4,7 +4,8 @@
 (resume) → the step loop (accumulate, clip, cosine LR, EMA, log, evaluate, checkpoint,
 early stop) → student.pt and model_card.json. One process or many: under `accelerate launch`
 or `torchrun` each process takes its share of every batch and DDP averages the gradients.
-The data side is `distill.train_data`, the loss `students.losses`.
+The data side is `distill.train_data`, the loss `students.losses`, the state a resume
+reloads (EMA, progress, checkpoints, never a pickle) `distill.train_state`.
 
     RUN_DIR/metrics.csv              one row per log step (train losses, lr; val_* on evals)
     RUN_DIR/tensorboard/             the same, for TensorBoard
@@ -15,11 +16,9 @@ The data side is `distill.train_data`, the loss `students.losses`.
 
 from __future__ import annotations
 
-import copy
 import csv
 import hashlib
 import math
-import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -43,13 +42,12 @@ from distill.train_data import (
     build_data,
     read_manifest,
 )
+from distill.train_state import EMA, Progress, latest_checkpoint, load_checkpoint, save_checkpoint
 from students import create_student
 from students.checkpoint import output_names, save_student
 from students.losses import LossConfig, distillation_loss
 from students.models import count_flops, count_parameters
 from teachers.weights import sha256_of
-
-CHECKPOINTS = "checkpoints"
 
 
 @dataclass
@@ -131,9 +129,8 @@ def run_train(config: TrainConfig, resume: bool = False, progress_bar: bool = Tr
         model, optimizer, data.train_loader, data.val_loader)
     ema = EMA(accelerator.unwrap_model(model), optim.ema_decay)
     state = Progress()
-    accelerator.register_for_checkpointing(ema, state)
     if resume and checkpoint is not None:
-        accelerator.load_state(str(checkpoint))
+        load_checkpoint(accelerator, checkpoint, ema, state)
         accelerator.print(f"resumed from {checkpoint} at step {state.step}")
     if config.tensorboard:
         accelerator.init_trackers("tensorboard")
@@ -181,7 +178,7 @@ def run_train(config: TrainConfig, resume: bool = False, progress_bar: bool = Tr
                 metrics.write(state.step, row)
                 accelerator.log(row, step=state.step)
             if state.step % config.checkpoint_every == 0 or last or state.stopped:
-                save_checkpoint(accelerator, run, state.step, config.keep_checkpoints)
+                save_checkpoint(accelerator, run, ema, state, config.keep_checkpoints)
             if last or state.stopped:
                 break
     bar.close()
@@ -222,55 +219,6 @@ def architecture(config: TrainConfig, data: TrainData) -> dict:
     return {"rating_bins": data.rating_bins, "dropout": config.student.dropout}
 
 
-class EMA:
-    """Exponential moving average of the weights, with timm's warm-up: step t uses decay
-    min(decay, (1 + t) / (10 + t)), so early averages are not anchored at the random init."""
-
-    def __init__(self, model: torch.nn.Module, decay: float):
-        self.module = copy.deepcopy(model).eval().requires_grad_(False)
-        self.decay = decay
-
-    @torch.no_grad()
-    def update(self, model: torch.nn.Module, step: int) -> None:
-        decay = min(self.decay, (1 + step) / (10 + step))
-        for average, current in zip(self.module.state_dict().values(), model.state_dict().values()):
-            if average.dtype.is_floating_point:
-                average.lerp_(current.detach(), 1.0 - decay)
-            else:
-                average.copy_(current)  # BatchNorm's num_batches_tracked
-
-    def state_dict(self) -> dict:
-        return self.module.state_dict()
-
-    def load_state_dict(self, state: dict) -> None:
-        self.module.load_state_dict(state)
-
-
-class Progress:
-    """What a checkpoint carries besides weights: the step, early stopping, the best weights."""
-
-    def __init__(self):
-        self.step, self.best_step, self.stale, self.stopped = 0, 0, 0, False
-        self.best_srcc, self.best_metrics, self.best_state = -math.inf, {}, {}
-
-    def observe(self, scores: dict, model: torch.nn.Module, patience: int | None) -> None:
-        if not scores:
-            return  # no val split: the final weights are the result
-        if scores["srcc"] > self.best_srcc:  # NaN (constant predictions) never improves
-            self.best_srcc, self.best_step, self.best_metrics = scores["srcc"], self.step, scores
-            self.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            self.stale = 0
-        else:
-            self.stale += 1
-            self.stopped = patience is not None and self.stale >= patience
-
-    def state_dict(self) -> dict:
-        return dict(vars(self))
-
-    def load_state_dict(self, state: dict) -> None:
-        vars(self).update(state)
-
-
 class MetricsLog:
     """metrics.csv, appended by the main process; a resume drops rows after its checkpoint."""
 
@@ -301,29 +249,6 @@ class MetricsLog:
 
 def _rounded(value):
     return round(value, 6) if isinstance(value, float) else value
-
-
-def latest_checkpoint(run: Path) -> Path | None:
-    """The newest complete checkpoint (a `.partial` folder is one a kill interrupted)."""
-    folder = Path(run) / CHECKPOINTS
-    done = sorted(p for p in folder.glob("step-*") if p.is_dir() and "." not in p.name)
-    return done[-1] if done else None
-
-
-def save_checkpoint(accelerator: Accelerator, run: Path, step: int, keep: int) -> None:
-    """accelerator.save_state into step-NNNNNN.partial, renamed when every rank is done."""
-    final = Path(run) / CHECKPOINTS / f"step-{step:06d}"
-    partial = final.with_name(f"{final.name}.partial")
-    accelerator.save_state(str(partial))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        if final.exists():
-            shutil.rmtree(final)
-        partial.rename(final)
-        complete = sorted(p for p in final.parent.glob("step-*") if "." not in p.name)
-        for old in complete[:-keep]:
-            shutil.rmtree(old)
-    accelerator.wait_for_everyone()
 
 
 def lr_at(step: int, optim: OptimConfig) -> float:

@@ -100,8 +100,17 @@ def load_student(path: str | Path) -> LoadedStudent:
         raise DistillError(f"{path}: not a student file ({type(exc).__name__})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise DistillError(f"{path}: not a {FORMAT} file")
+    missing = [k for k in ("student", "opts", "state_dict", "preprocessing", "outputs", "card")
+               if k not in payload]
+    if missing:
+        raise DistillError(f"{path}: a damaged {FORMAT} file (no {', '.join(missing)})")
     model = create_student(payload["student"], **{**payload["opts"], "init": "random"})
-    model.load_state_dict(payload["state_dict"])
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DistillError(f"{path}: its weights do not fit student {payload['student']!r} "
+                           f"({first})") from None
     model.eval()
     return LoadedStudent(model, payload["student"], payload["opts"], payload["preprocessing"],
                          payload["outputs"], payload["card"])

@@ -36,8 +36,13 @@ class OnnxStudent:
         if "distill.preprocessing" not in metadata:
             raise DistillError(f"{self.path}: no distill.preprocessing metadata; export it with "
                                "`distill export --format onnx`")
-        self.preprocessing = json.loads(metadata["distill.preprocessing"])
-        self.outputs = json.loads(metadata["distill.outputs"])
+        try:
+            self.preprocessing = json.loads(metadata["distill.preprocessing"])
+            self.outputs = json.loads(metadata["distill.outputs"])
+            preprocess.check_policy(self.preprocessing)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise DistillError(f"{self.path}: bad distill metadata ({type(exc).__name__}: {exc}); "
+                               "export it again with `distill export --format onnx`") from None
         self.name = metadata.get("distill.student", "student")
 
     def predict(self, images: list[Image.Image], batch_size: int = 32) -> dict[str, np.ndarray]:

@@ -69,6 +69,19 @@ def policy(image_size: int = 224, resize_size: int | None = None,
     }
 
 
+def check_policy(preprocessing: dict) -> None:
+    """Refuse a record (from a file: ONNX metadata, a sidecar) this module cannot follow."""
+    if not isinstance(preprocessing, dict):
+        raise TypeError(f"preprocessing must be a mapping, got {type(preprocessing).__name__}")
+    for key in ("image_size", "resize_size"):
+        if not isinstance(preprocessing.get(key), int) or preprocessing[key] < 1:
+            raise ValueError(f"preprocessing.{key} must be a positive integer, "
+                             f"got {preprocessing.get(key)!r}")
+    if preprocessing.get("resize") not in RESIZE_MODES.values():
+        raise ValueError(f"preprocessing.resize {preprocessing.get('resize')!r} is not one of "
+                         "this version's resize modes")
+
+
 def resize_for(image: Image.Image | np.ndarray, preprocessing: dict) -> np.ndarray:
     """An RGB photo → HWC uint8 pixels at the policy's scale, at least image_size per side."""
     from torchvision.transforms.v2.functional import InterpolationMode, resize
