@@ -8,11 +8,10 @@ import logging
 import math
 import os
 import sys
-from functools import wraps
 
 import click
 
-from distill.errors import DistillError
+from distill.errors import DistillError, DistillGroup
 
 WEIGHTS_DIR_OPTION = click.option(
     "--weights-dir", type=click.Path(file_okay=False), default=None,
@@ -21,21 +20,7 @@ WEIGHTS_DIR_OPTION = click.option(
 )
 
 
-def one_line_errors(command):
-    """Known failures print one line on stderr and exit 2: no traceback for the user."""
-
-    @wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except DistillError as exc:
-            click.echo(f"distill: error: {exc}", err=True)
-            sys.exit(2)
-
-    return wrapper
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=DistillGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="distill")
 def main():
     """Pseudo-label photos with quality teachers, dedup them with FAISS, and distill a
@@ -63,7 +48,6 @@ def main():
               "changes resolution-dependent scores).")
 @WEIGHTS_DIR_OPTION
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-@one_line_errors
 def score(paths, teacher_names, options, fmt, embeddings, embedding_column, draft_size,
           weights_dir, no_progress):
     """Print raw teacher scores for images or folders (recursively).
@@ -153,11 +137,10 @@ def _cell(value) -> str:
               "(default 0: decode between teacher batches, fastest when the teachers use every core).")
 @click.option("--max-side", type=int, default=None,
               help="Long side the teachers see, px (default 768; JPEGs decode in draft mode).")
-@click.option("--max-shards", type=int, default=None,
+@click.option("--max-shards", type=click.IntRange(min=1), default=None,
               help="Label at most this many shards now and stop; the same command resumes.")
 @WEIGHTS_DIR_OPTION
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-@one_line_errors
 def label(config_file, source, teacher_names, out, shard_size, batch_size, workers,
           decode_threads, max_side, max_shards, weights_dir, no_progress):
     """Pseudo-label a pool of images into resumable parquet shards.
@@ -216,7 +199,6 @@ def _print_summary(summary: dict, out: str) -> None:
 @click.option("--keep-threshold", type=float, default=None, help="Quality at which to keep.")
 @click.option("--keep-top-percent", type=float, default=None, help="Also keep the top P %.")
 @click.option("--normalisation", type=click.Choice(["reference", "rank"]), default=None)
-@one_line_errors
 def fuse(labels_dir, config_file, keep_threshold, keep_top_percent, normalisation):
     """Recompute norm_*, quality, keep_prob, label, tier and confidence from the stored raw
     teacher scores, without running any teacher again."""
@@ -242,6 +224,7 @@ def fuse(labels_dir, config_file, keep_threshold, keep_top_percent, normalisatio
 
         manifest["config"]["fusion"] = asdict(config)
         shards.write_json(manifest_path, manifest)
+    labeling.record_fusion(Path(labels_dir), config)
     keep = sum(1 for value in fused.column("label").to_pylist() if value == "keep")
     click.echo(f"fused {fused.num_rows} rows: keep {keep}, trash {fused.num_rows - keep}")
 
@@ -255,7 +238,6 @@ def fuse(labels_dir, config_file, keep_threshold, keep_top_percent, normalisatio
               help="YAML to write the fitted `fusion:` section into (default "
               "LABELS/fusion_calibrated.yaml); other keys of an existing file are kept.")
 @click.option("--apply", "apply_now", is_flag=True, help="Also re-fuse the shards with it now.")
-@one_line_errors
 def calibrate(labels_dir, reference, save_to, apply_now):
     """Fit fusion weights, keep threshold and temperature against human scores.
 
@@ -279,6 +261,7 @@ def calibrate(labels_dir, reference, save_to, apply_now):
     click.echo(f"saved fusion config to {target}")
     if apply_now:
         labeling.fuse_run(Path(labels_dir), fitted)
+        labeling.record_fusion(Path(labels_dir), fitted)
         click.echo("re-fused the shards with it")
 
 
@@ -297,7 +280,6 @@ def ava():
               help="Keep the images above this percentile of mean votes (the seed's 50).")
 @click.option("--shard-size", type=int, default=1000, show_default=True)
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-@one_line_errors
 def ava_to_labels(root, out, threshold, percentile, shard_size, no_progress):
     """Write AVA as label shards (source=human) in the pseudo-label schema.
 
@@ -322,7 +304,6 @@ def ava_to_labels(root, out, threshold, percentile, shard_size, no_progress):
 @click.option("--out", "review_dir", type=click.Path(file_okay=False), default=None,
               help="Where to write queue.csv and index.html (default LABELS/review).")
 @click.option("--seed", type=int, default=0, show_default=True)
-@one_line_errors
 def active(labels_dir, budget, review_dir, seed):
     """Queue the images a person should label next: uncertain keep_prob, teacher
     disagreement, spread across embedding clusters. Writes a CSV and an HTML contact sheet."""
@@ -337,7 +318,6 @@ def active(labels_dir, budget, review_dir, seed):
 @click.argument("labels_csv", type=click.Path(exists=True, dir_okay=False))
 @click.option("--labels", "labels_dir", required=True, type=click.Path(exists=True, file_okay=False),
               help="Output folder of `distill label` to merge into.")
-@one_line_errors
 def import_labels(labels_csv, labels_dir):
     """Merge human labels (CSV with image_id or path, and human_label keep/trash and/or
     human_score 1-10) as source=human; they override the pseudo-labels in training."""
@@ -356,7 +336,6 @@ def import_labels(labels_csv, labels_dir):
 @click.option("--per-section", type=int, default=24, show_default=True)
 @click.option("--out", "audit_dir", type=click.Path(file_okay=False), default=None,
               help="Where to write index.html (default LABELS/audit).")
-@one_line_errors
 def audit(labels_dir, per_section, audit_dir):
     """Write a static HTML gallery of the pseudo-labels: a sample per tier and the images the
     teachers disagree on most, with every teacher's score."""
@@ -378,13 +357,12 @@ def audit(labels_dir, per_section, audit_dir):
               help="Where keep/, trash/, the journal and the report go (default FOLDER/culled).")
 @click.option("--report", type=click.Path(dir_okay=False), default=None,
               help="Report file, .csv or .json (default DEST/cull.csv).")
-@click.option("--keep-threshold", type=float, default=0.5, show_default=True,
+@click.option("--keep-threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="keep_prob at which a photo is kept.")
-@click.option("--batch-size", type=int, default=16, show_default=True)
-@click.option("--max-images", type=int, default=None,
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--max-images", type=click.IntRange(min=0), default=None,
               help="Decide at most this many new photos now; the same command continues.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-@one_line_errors
 def cull_command(folder, model_path, action, xmp, dest, report, keep_threshold, batch_size,
                  max_images, no_progress):
     """Decide keep or trash for every photo in FOLDER with a trained student.
@@ -399,7 +377,8 @@ def cull_command(folder, model_path, action, xmp, dest, report, keep_threshold, 
                           batch_size=batch_size, max_images=max_images)
     result = cull(folder, model_path, dest, options, report, progress=not no_progress)
     click.echo(f"keep {result['keep']}  trash {result['trash']}  errors {result['error']}  "
-               f"({result['remaining']} not yet decided)  report: {result['report']}")
+               f"xmp errors {result['xmp_errors']}  ({result['remaining']} not yet decided)  "
+               f"report: {result['report']}")
 
 
 @main.command()
@@ -409,7 +388,6 @@ def cull_command(folder, model_path, action, xmp, dest, report, keep_threshold, 
               help="small: a reduced pool for smoke tests.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--no-progress", is_flag=True, help="Hide the progress bars.")
-@one_line_errors
 def quickstart(workdir, size, seed, no_progress):
     """Run the whole engine offline on photos installed packages ship: build a degraded
     sample pool, label it, dedup it, distill a student, benchmark it on held-out photos."""
@@ -456,7 +434,6 @@ def weights_list(weights_dir):
 @weights.command("fetch")
 @click.argument("names", nargs=-1)
 @WEIGHTS_DIR_OPTION
-@one_line_errors
 def weights_fetch(names, weights_dir):
     """Download (or convert) weights into the weights folder; all of them by default."""
     from teachers import weights as catalog

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from distill.errors import DistillError
+from distill.errors import DistillCommand, DistillError
 
 
 def _parse_options(options: tuple[str, ...]) -> dict:
@@ -23,7 +23,8 @@ def _parse_options(options: tuple[str, ...]) -> dict:
     return parsed
 
 
-@click.command("bench", context_settings={"help_option_names": ["-h", "--help"]})
+@click.command("bench", cls=DistillCommand,
+               context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("reports", nargs=-1, type=click.Path(dir_okay=False))
 @click.option("--model", "model", metavar="teacher:NAME|PATH",
               help="What to bench: teacher:NAME (see `distill teachers`), or a student file "
@@ -87,9 +88,7 @@ def bench(reports, compare, out, **options):
     Teachers whose scale is not 1-10 get their thresholded metrics from quantile-matched
     scores (their ranking mapped onto the test set's own score distribution); reports say so.
     """
-    from distill.cli import one_line_errors  # imported here: distill.cli imports this module
-
-    one_line_errors(_bench)(reports, compare, out, **options)
+    _bench(reports, compare, out, **options)
 
 
 def _bench(reports, compare, out, *, model, dataset, root, split, labels, score_scale,

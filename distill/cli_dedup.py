@@ -6,8 +6,11 @@ import sys
 
 import click
 
+from distill.errors import DistillCommand
 
-@click.command("dedup", context_settings={"help_option_names": ["-h", "--help"]})
+
+@click.command("dedup", cls=DistillCommand,
+               context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--labels", "labels_dir", required=True,
               type=click.Path(exists=True, file_okay=False),
               help="Output folder of `distill label` (OUT). dedup.parquet and "
@@ -69,10 +72,8 @@ def dedup(labels_dir, against, threshold, descriptor, index_kind, flat_limit, nl
     reason = exact | near | bench) and OUT/dedup_summary.json; `distill train` skips the
     images marked is_duplicate.
     """
-    from distill.cli import one_line_errors  # imported here: distill.cli imports this module
-
-    one_line_errors(_dedup)(labels_dir, against, threshold, descriptor, index_kind, flat_limit,
-                            nlist, nprobe, hnsw_m, ef_search, k, gpu, no_progress)
+    _dedup(labels_dir, against, threshold, descriptor, index_kind, flat_limit, nlist, nprobe,
+           hnsw_m, ef_search, k, gpu, no_progress)
 
 
 def _dedup(labels_dir, against, threshold, descriptor, index_kind, flat_limit, nlist, nprobe,

@@ -6,26 +6,11 @@ alone as `python -m distill.cli_train train|export ...`.
 
 from __future__ import annotations
 
-from functools import wraps
-
 import click
 
-from distill.errors import DistillError
+from distill.errors import DistillCommand, DistillError, DistillGroup
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
-
-def _one_line_errors(command):
-    """distill.cli's `one_line_errors`, looked up when the command runs: distill.cli imports
-    this module, so importing it back at load time would be circular."""
-
-    @wraps(command)
-    def wrapper(*args, **kwargs):
-        from distill.cli import one_line_errors
-
-        return one_line_errors(command)(*args, **kwargs)
-
-    return wrapper
 
 
 def _set(mapping: dict, dotted: str, value) -> None:
@@ -57,7 +42,7 @@ def build_train_config(config_file, flags: dict, overrides: tuple[str, ...]):
     return from_mapping(TrainConfig, mapping)
 
 
-@click.command(context_settings=CONTEXT)
+@click.command(cls=DistillCommand, context_settings=CONTEXT)
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
               help="YAML training config (see configs/distill_*.yaml). The options below "
               "override it; without it, --labels, --out and the defaults suffice.")
@@ -93,7 +78,6 @@ def build_train_config(config_file, flags: dict, overrides: tuple[str, ...]):
               help="Continue RUN_DIR from its latest complete checkpoint (same final step "
               "count as an uninterrupted run). Without it, a RUN_DIR with checkpoints is refused.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-@_one_line_errors
 def train(config_file, labels, student, out, init, max_steps, batch_size, grad_accum, lr,
           mixed_precision, function_matching, overrides, weights_dir, resume, no_progress):
     """Distill a labeling run into a compact keep/trash student.
@@ -128,7 +112,7 @@ def train(config_file, labels, student, out, init, max_steps, batch_size, grad_a
                    f"{card['training']['steps']} steps: {shown}\n  -> {config.out}/student.pt")
 
 
-@click.command(context_settings=CONTEXT)
+@click.command(cls=DistillCommand, context_settings=CONTEXT)
 @click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False),
               help="A student.pt written by `distill train`.")
 @click.option("--format", "fmt", type=click.Choice(["onnx", "torchscript"]), default="onnx",
@@ -139,7 +123,6 @@ def train(config_file, labels, student, out, init, max_steps, batch_size, grad_a
               "student.torchscript.pt).")
 @click.option("--opset", type=int, default=17, show_default=True,
               help="ONNX opset; 17 loads in OpenCV 4.8+/5 and onnxruntime.")
-@_one_line_errors
 def export(model_path, fmt, out, opset):
     """Export a trained student and prove the export computes what the student does.
 
@@ -159,7 +142,7 @@ def export(model_path, fmt, out, opset):
                f"  max abs diff vs PyTorch: {parity}\n  preprocessing: {report['preprocessing']}")
 
 
-@click.group(context_settings=CONTEXT)
+@click.group(cls=DistillGroup, context_settings=CONTEXT)
 def cli():
     """distill train / export, runnable without the main `distill` group."""
 
