@@ -345,42 +345,6 @@ def audit(labels_dir, per_section, audit_dir):
     click.echo(f"audit of {result['shown']} images: {result['sheet']}")
 
 
-@main.command("cull")
-@click.argument("folder", type=click.Path(exists=True, file_okay=False))
-@click.option("--model", "model_path", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="A trained student: student.pt, or student.onnx from `distill export`.")
-@click.option("--link", "action", flag_value="link", help="Hard-link photos into DEST/keep and DEST/trash.")
-@click.option("--move", "action", flag_value="move", help="Move photos into DEST/keep and DEST/trash.")
-@click.option("--xmp", is_flag=True, help="Write xmp:Rating (1-5) and digiKam's pick label to "
-              "sidecars, merging any existing one.")
-@click.option("--dest", type=click.Path(file_okay=False), default=None,
-              help="Where keep/, trash/, the journal and the report go (default FOLDER/culled).")
-@click.option("--report", type=click.Path(dir_okay=False), default=None,
-              help="Report file, .csv or .json (default DEST/cull.csv).")
-@click.option("--keep-threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True,
-              help="keep_prob at which a photo is kept.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
-@click.option("--max-images", type=click.IntRange(min=0), default=None,
-              help="Decide at most this many new photos now; the same command continues.")
-@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def cull_command(folder, model_path, action, xmp, dest, report, keep_threshold, batch_size,
-                 max_images, no_progress):
-    """Decide keep or trash for every photo in FOLDER with a trained student.
-
-    A dry run by default: only the report (image, quality, keep_prob, decision, tier) is
-    written. Photo bytes are never modified. An interrupted run, started again, finishes the
-    job without doing any photo twice or losing one.
-    """
-    from distill.cull import CullOptions, cull
-
-    options = CullOptions(action=action or "dry", xmp=xmp, keep_threshold=keep_threshold,
-                          batch_size=batch_size, max_images=max_images)
-    result = cull(folder, model_path, dest, options, report, progress=not no_progress)
-    click.echo(f"keep {result['keep']}  trash {result['trash']}  errors {result['error']}  "
-               f"xmp errors {result['xmp_errors']}  ({result['remaining']} not yet decided)  "
-               f"report: {result['report']}")
-
-
 @main.command()
 @click.option("--workdir", type=click.Path(file_okay=False), default="quickstart", show_default=True,
               help="Where the sample pool, labels, student and report go (recreated each run).")
@@ -464,10 +428,11 @@ def weights_verify(names, weights_dir):
 def _register_stage_commands() -> None:
     """Stage commands that live beside their stage, each in its own cli_* module."""
     from distill.cli_bench import bench
+    from distill.cli_cull import cull
     from distill.cli_dedup import dedup
     from distill.cli_train import export, train
 
-    for command in (dedup, train, export, bench):
+    for command in (dedup, train, export, bench, cull):
         main.add_command(command)
 
 

@@ -1,53 +1,55 @@
-"""Cull stage: a trained student decides keep or trash for every photo in a folder.
+"""Cull stage: a trained student decides keep, pending or trash for every photo in a folder.
 
-Dry run by default (a report, nothing else). `--link` / `--move` sort photos into
-DEST/keep and DEST/trash; `--xmp` writes rating + digiKam pick-label sidecars. Photo bytes
-are never modified, and every placement goes through `distill.safefs`: nothing is replaced,
-a copy is verified by sha256 before the original is removed, and a name already taken in
-keep/ or trash/ gets a new one (`IMG_0001-1.jpg`).
+Three passes, each resumable:
+1. **score**: each photo is decoded (JPEG, PNG, HEIC, camera RAW) and scored by the student,
+   described for similar-shot search and measured by the technical heuristics; a RAW with a
+   JPEG of the same name is scored once, through the JPEG, and travels with it;
+2. **decide** (`distill.decide`), once every photo is scored: similar-shot groups with a best
+   pick, a keep threshold or a keep rate, and a reason for every decision;
+3. **act**: `--link` / `--move` sort photos into DEST/keep, DEST/pending and DEST/trash;
+   `--xmp` writes rating, pick label and reason keywords to sidecars.
 
-Resumable with no photo done twice and none lost: every decision goes to an append-only
-journal (DEST/.distill-cull.jsonl), keyed by the photo's absolute path and holding its
-sha256, target and sidecar, before its action; a "done" entry follows the action. A re-run
-first finishes half-done decisions, then skips photos whose done entry matches the file on
-disk (size and mtime). The journal's first line holds the options that shape decisions; a
-run with other options is refused rather than mixed in. One run at a time holds DEST.
+Photo bytes are never modified, and every placement goes through `distill.safefs`: nothing
+is replaced, a copy is verified by sha256 before the original is removed, and a name already
+taken gets a new one (`IMG_0001-1.jpg`). Every score, decision and action goes to an
+append-only journal (DEST/.distill-cull.jsonl) keyed by the photo's absolute path, before the
+next pass; all of a pass's decisions are one line, so a kill never leaves half of them. The
+journal's first line holds the options that shape decisions; a run with other options is
+refused rather than mixed in. One run at a time holds DEST.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
 
 from distill import safefs, xmp
-from distill.decode import DecodeError, decode_bytes, find_images, read_bytes
+from distill.cull_report import write_html, write_report
+from distill.decide import DECISIONS, DecideOptions, decide
+from distill.decode import RAW_EXTENSIONS, DecodeError, decode_named, find_images, read_bytes
+from distill.descriptors import offline_descriptor
 from distill.errors import ConfigError, DistillError
+from teachers.technical import measure
 
 JOURNAL = ".distill-cull.jsonl"
-DECISIONS = ("keep", "trash")
-REPORT_FIELDS = ["image", "quality", "keep_prob", "decision", "tier", "rating", "pick_label",
-                 "action", "target", "error", "xmp_error"]
 
 
 @dataclass
 class CullOptions:
     action: str = "dry"  # dry | link | move
     xmp: bool = False
-    keep_threshold: float = 0.5  # on keep_prob
+    decide: DecideOptions = field(default_factory=DecideOptions)
     tier_boundaries: tuple[float, float] = (5.0, 6.0)
     batch_size: int = 16
-    max_images: int | None = None  # stop after this many new photos (a re-run continues)
+    max_images: int | None = None  # score at most this many new photos now (a re-run continues)
 
     def __post_init__(self):
         if self.action not in ("dry", "link", "move"):
             raise ConfigError(f"action must be dry, link or move, got {self.action!r}")
-        if not 0.0 <= self.keep_threshold <= 1.0:
-            raise ConfigError(f"--keep-threshold is a keep_prob in [0, 1], got {self.keep_threshold}")
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size must be ≥ 1, got {self.batch_size}")
         if self.max_images is not None and self.max_images < 0:
@@ -55,12 +57,12 @@ class CullOptions:
 
     def settings(self, model_sha256: str) -> dict:
         """What shapes a destination's decisions and files: a resume must not change it."""
-        return {"action": self.action, "xmp": self.xmp, "keep_threshold": self.keep_threshold,
+        return {"action": self.action, "xmp": self.xmp, **asdict(self.decide),
                 "tier_boundaries": list(self.tier_boundaries), "model_sha256": model_sha256}
 
 
 class Journal:
-    """DEST/.distill-cull.jsonl: a settings line, then one line per decision and per action."""
+    """DEST/.distill-cull.jsonl: a settings line, then score, decision and action lines."""
 
     def __init__(self, path: Path, settings: dict):
         self.path = path
@@ -71,11 +73,12 @@ class Journal:
                 try:
                     entry = json.loads(line)
                 except json.JSONDecodeError:
-                    continue  # a line cut by a kill mid-write: its photo is simply redone
+                    continue  # a line cut by a kill mid-write: what it held is simply redone
                 if "settings" in entry:
                     recorded = entry["settings"]
-                elif "source" in entry:
-                    self.entries.setdefault(entry["source"], {}).update(entry)
+                for one in entry.get("decisions", [entry]):
+                    if "source" in one:
+                        self._merge(one)
         if recorded is not None and recorded != settings:
             if recorded["action"] == "dry" and not recorded["xmp"]:
                 # A dry run left nothing on disk but this journal: set it aside, start over.
@@ -91,22 +94,32 @@ class Journal:
         if recorded is None:
             self._write({"settings": settings})
 
-    def _write(self, entry: dict) -> None:
-        self._handle.write(json.dumps(entry) + "\n")
+    def _merge(self, entry: dict) -> None:
+        if entry.get("scored"):  # a new score starts the photo's story over
+            self.entries[entry["source"]] = dict(entry)
+        else:
+            self.entries.setdefault(entry["source"], {}).update(entry)
+
+    def _write(self, line: dict) -> None:
+        self._handle.write(json.dumps(line) + "\n")
         self._handle.flush()
         os.fsync(self._handle.fileno())
 
     def record(self, entry: dict) -> None:
-        self.entries.setdefault(entry["source"], {}).update(entry)
+        self._merge(entry)
         self._write(entry)
 
-    def is_done(self, photo: Path) -> bool:
-        """Done, and still the same file (a new photo at an old path is a new photo)."""
+    def record_decisions(self, entries: list[dict]) -> None:
+        """All of a pass's decisions in one line: a kill keeps all of them or none."""
+        for entry in entries:
+            self._merge(entry)
+        self._write({"decisions": entries})
+
+    def is_scored(self, photo: Path) -> bool:
+        """Scored (or failed), and still the same file: a new photo at an old path is new."""
         entry = self.entries.get(str(photo))
-        if not entry or not entry.get("done"):
+        if not entry or not ("quality" in entry or entry.get("decision") == "error"):
             return False
-        if not photo.exists():
-            return True
         stat = photo.stat()
         return (entry.get("size"), entry.get("mtime_ns")) == (stat.st_size, stat.st_mtime_ns)
 
@@ -130,7 +143,6 @@ def tier_of(quality: float, boundaries: tuple[float, float]) -> int:
 
 
 def resolve_dest(folder: Path, dest: Path | None) -> Path:
-    folder = Path(folder).resolve()
     dest = Path(dest).resolve() if dest else folder / "culled"
     if dest == folder:
         raise ConfigError(f"--dest {dest} is the folder being culled; give another folder "
@@ -138,19 +150,32 @@ def resolve_dest(folder: Path, dest: Path | None) -> Path:
     return dest
 
 
-def photos_to_cull(folder: Path, dest: Path) -> list[Path]:
-    """The folder's photos, without what earlier runs sorted into DEST/keep and DEST/trash
-    (and without DEST altogether when it lies inside the folder)."""
-    skipped = [dest / decision for decision in DECISIONS]
-    if folder in dest.parents:
-        skipped = [dest]
-    return [p for p in find_images([folder])
-            if not any(s == q for q in p.resolve().parents for s in skipped)]
+def photos_to_cull(folder: Path, dest: Path) -> list[tuple[Path, list[Path]]]:
+    """(photo, companions) for the folder's photos, without what earlier runs sorted into
+    DEST (all of DEST when it lies inside the folder). A RAW beside a JPEG or HEIC of the
+    same name is that photo's companion: scored through it, decided and moved with it."""
+    skipped = [dest] if folder in dest.parents else [dest / d for d in DECISIONS]
+    found = [p for p in find_images([folder])
+             if not any(s == q for q in p.resolve().parents for s in skipped)]
+    by_stem: dict[tuple[Path, str], list[Path]] = {}
+    for photo in found:
+        by_stem.setdefault((photo.parent, photo.stem.lower()), []).append(photo)
+    units = []
+    for photo in found:
+        siblings = by_stem[(photo.parent, photo.stem.lower())]
+        rendered = [p for p in siblings if p.suffix.lower() not in RAW_EXTENSIONS]
+        raws = [p for p in siblings if p.suffix.lower() in RAW_EXTENSIONS]
+        if len(rendered) == 1 and raws:  # RAW+JPEG: the JPEG speaks for the pair
+            if photo == rendered[0]:
+                units.append((photo, raws))
+        else:
+            units.append((photo, []))
+    return units
 
 
 def cull(folder: Path, model_path: Path, dest: Path | None = None,
          options: CullOptions | None = None, report: Path | None = None,
-         progress: bool = True) -> dict:
+         progress: bool = True, html: bool = False) -> dict:
     options = options or CullOptions()
     folder = Path(folder).resolve()
     dest = resolve_dest(folder, dest)
@@ -163,112 +188,147 @@ def cull(folder: Path, model_path: Path, dest: Path | None = None,
             for entry in list(journal.entries.values()):
                 if entry.get("decision") in DECISIONS and not entry.get("done"):
                     _finish(entry, journal)
-            photos = [p for p in photos_to_cull(folder, dest) if not journal.is_done(p)]
-            remaining = len(photos)
-            photos = photos[: options.max_images] if options.max_images is not None else photos
-            model = load_model(model_path) if photos else None
-            with tqdm(total=len(photos), unit="img", desc="culling", disable=not progress) as bar:
-                for start in range(0, len(photos), options.batch_size):
-                    batch = photos[start:start + options.batch_size]
-                    _cull_batch(batch, folder, dest, model, options, journal)
-                    bar.update(len(batch))
+            units = [u for u in photos_to_cull(folder, dest) if not journal.is_scored(u[0])]
+            todo = units[: options.max_images] if options.max_images is not None else units
+            _score(todo, folder, load_model(model_path) if todo else None, options, journal,
+                   progress)
+            if len(todo) == len(units):  # every photo is scored: decide them together
+                _decide_and_act(folder, dest, options, journal, progress)
         finally:
             journal.close()
         entries = [e for e in journal.entries.values() if Path(e["source"]).is_relative_to(folder)]
         report = Path(report or dest / "cull.csv")
-        _write_report(entries, report)
+        write_report(entries, report)
+        page = write_html(entries, dest / "review") if html else None
     counts = {d: sum(1 for e in entries if e.get("decision") == d) for d in (*DECISIONS, "error")}
     return {**counts, "total": len(entries), "report": str(report), "dest": str(dest),
-            "remaining": remaining - len(photos),
+            "html": str(page) if page else None, "remaining": len(units) - len(todo),
+            "undecided": sum(1 for e in entries if "decision" not in e),
+            "groups": len({e["group_id"] for e in entries if e.get("group_size", 1) > 1}),
             "xmp_errors": sum(1 for e in entries if e.get("xmp_error"))}
 
 
-def _cull_batch(photos: list[Path], folder: Path, dest: Path, model, options: CullOptions,
-                journal: Journal) -> None:
-    images, decided = [], []
-    for photo in photos:
-        entry = {"source": str(photo), "image": str(photo.relative_to(folder))}
-        try:
-            stat = photo.stat()
-            entry.update(size=stat.st_size, mtime_ns=stat.st_mtime_ns)
-            data = read_bytes(photo)
-            # a JPEG decodes straight to about the student's scale, as labeling decodes it
-            images.append(decode_bytes(data, draft_size=model.preprocessing["resize_size"]).image)
-        except (DecodeError, OSError) as exc:
-            journal.record({**entry, "decision": "error", "error": str(exc), "done": True,
-                            "action": "none"})
-            continue
-        decided.append({**entry, "sha256": safefs.sha256_bytes(data)})
-    if not images:
-        return
-    predicted = model.predict(images)
-    for entry, quality, keep_prob in zip(decided, predicted["quality"], predicted["keep_prob"]):
-        decision = "keep" if keep_prob >= options.keep_threshold else "trash"
-        entry.update(quality=round(float(quality), 4), keep_prob=round(float(keep_prob), 4),
-                     decision=decision, tier=tier_of(float(quality), options.tier_boundaries),
-                     rating=xmp.rating_from_quality(float(quality)),
-                     pick_label=xmp.PICK_LABELS[decision],
-                     action=options.action, xmp=options.xmp)
-        entry.update(_plan(Path(entry["source"]), dest / decision / entry["image"], options))
-        journal.record(entry)  # the intent, with every path it will touch, before any action
-        _finish(entry, journal)
+def _score(units: list[tuple[Path, list[Path]]], folder: Path, model, options: CullOptions,
+           journal: Journal, progress: bool) -> None:
+    with tqdm(total=len(units), unit="img", desc="scoring", disable=not progress) as bar:
+        for start in range(0, len(units), options.batch_size):
+            batch = units[start:start + options.batch_size]
+            images, scored = [], []
+            for photo, companions in batch:
+                entry = {"source": str(photo), "image": str(photo.relative_to(folder)),
+                         "scored": True}
+                try:
+                    stat = photo.stat()
+                    entry.update(size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+                    data = read_bytes(photo)
+                    # a JPEG decodes straight to about the student's scale, as labeling does
+                    decoded = decode_named(data, photo,
+                                           draft_size=model.preprocessing["resize_size"])
+                    entry["companions"] = [_companion(c) for c in companions]
+                except (DecodeError, OSError) as exc:
+                    journal.record({**entry, "decision": "error", "error": str(exc),
+                                    "done": True, "action": "none"})
+                    continue
+                images.append(decoded.image)
+                scored.append({**entry, "sha256": safefs.sha256_bytes(data),
+                               "taken_at": decoded.taken_at,
+                               "descriptor": [round(float(v), 5)
+                                              for v in offline_descriptor(decoded.image)],
+                               "measures": {k: round(v, 5)
+                                            for k, v in measure(decoded.image).items()}})
+            if images:
+                predicted = model.predict(images)
+                for entry, quality, keep_prob in zip(scored, predicted["quality"],
+                                                     predicted["keep_prob"]):
+                    journal.record({**entry, "quality": round(float(quality), 4),
+                                    "keep_prob": round(float(keep_prob), 4)})
+            bar.update(len(batch))
 
 
-def _plan(photo: Path, wanted: Path, options: CullOptions) -> dict:
-    """The free target name, and where the photo's sidecar comes from and goes."""
-    existing = next((c for c in xmp.sidecar_candidates(photo) if c.exists()), None)
-    plan = {"sidecar": str(existing) if existing else None}
-    if existing:
-        plan["sidecar_sha256"] = safefs.sha256_file(existing)
+def _companion(path: Path) -> dict:
+    return {"source": str(path), "sha256": safefs.sha256_file(path)}
+
+
+def _decide_and_act(folder: Path, dest: Path, options: CullOptions, journal: Journal,
+                    progress: bool) -> None:
+    waiting = [e for e in journal.entries.values() if "quality" in e and "decision" not in e
+               and Path(e["source"]).is_relative_to(folder)]
+    waiting.sort(key=lambda e: e["image"])
+    decided = []
+    for entry, decision in zip(waiting, decide(waiting, options.decide)):
+        quality = entry["quality"]
+        decided.append({
+            "source": entry["source"], **decision,
+            "tier": tier_of(quality, options.tier_boundaries),
+            "rating": xmp.rating_from_quality(quality),
+            "pick_label": xmp.PICK_LABELS[decision["decision"]],
+            "action": options.action, "xmp": options.xmp,
+            **_plan(entry, dest / decision["decision"] / entry["image"], options)})
+    journal.record_decisions(decided)  # every intent, with every path, before any action
+    for entry in tqdm(decided, unit="img", desc=options.action, disable=not progress):
+        _finish(journal.entries[entry["source"]], journal)
+
+
+def _plan(entry: dict, wanted: Path, options: CullOptions) -> dict:
+    """Free target names for the photo and its companions, and where its sidecars go."""
+    photo = Path(entry["source"])
+    companions = [Path(c["source"]) for c in entry.get("companions", [])]
+    sidecars: dict[str, Path] = {}  # owner → its sidecar; a shared `IMG.xmp` listed once
+    for owner in [photo, *companions]:
+        found = _existing_sidecar(owner)
+        if found and found not in sidecars.values():
+            sidecars[str(owner)] = found
+    plan = {"sidecars": [{"source": str(s), "sha256": safefs.sha256_file(s), "owner": owner}
+                         for owner, s in sidecars.items()]}
     if options.action == "dry":
         return plan
 
-    def target_and_sidecar_free(candidate: Path) -> bool:
-        return not (existing and xmp.sidecar_after_move(existing, photo, candidate).exists())
-    target = safefs.free_name(wanted, accept=target_and_sidecar_free)
+    def names(candidate: Path) -> list[Path]:
+        moved = [candidate.with_suffix(c.suffix) for c in companions]
+        owners = dict(zip([str(p) for p in [photo, *companions]], [candidate, *moved]))
+        return moved + [xmp.sidecar_after_move(s, Path(owner), owners[owner])
+                        for owner, s in sidecars.items()]
+
+    target = safefs.free_name(wanted, accept=lambda c: not any(n.exists() for n in names(c)))
     plan["target"] = str(target)
-    if existing and options.action == "move":
-        plan["sidecar_target"] = str(xmp.sidecar_after_move(existing, photo, target))
+    for companion, moved in zip(entry.get("companions", []), names(target)):
+        companion["target"] = str(moved)
+    plan["companions"] = entry.get("companions", [])
+    if options.action == "move":
+        for sidecar, moved in zip(plan["sidecars"], names(target)[len(companions):]):
+            sidecar["target"] = str(moved)
     return plan
+
+
+def _existing_sidecar(photo: Path) -> Path | None:
+    return next((c for c in xmp.sidecar_candidates(photo) if c.exists()), None)
 
 
 def _finish(entry: dict, journal: Journal) -> None:
     """Carry out a journaled decision; safe to call again after a kill at any point."""
     photo = Path(entry["source"])
-    where, outcome = photo, {}
+    files = [(photo, entry.get("target"), entry["sha256"])] + [
+        (Path(c["source"]), c.get("target"), c["sha256"]) for c in entry.get("companions", [])]
+    outcome, placed = {}, {str(p): p for p, _, _ in files}
     try:
-        if entry["action"] == "move":
-            target = Path(entry["target"])
-            if not photo.exists() and not safefs.is_placed(target, entry["sha256"]):
-                raise safefs.PlacementError(f"{photo} vanished before it was moved, and "
-                                            f"{target} does not hold it")
-            safefs.move(photo, target, entry["sha256"])
-            if entry.get("sidecar_target"):  # a sidecar travels with its photo
-                safefs.move(Path(entry["sidecar"]), Path(entry["sidecar_target"]),
-                            entry["sidecar_sha256"])
-            where = target
-        elif entry["action"] == "link":
-            safefs.link(photo, Path(entry["target"]))
+        for source, target, sha256 in files:
+            if entry["action"] == "move":
+                if not source.exists() and not safefs.is_placed(Path(target), sha256):
+                    raise safefs.PlacementError(f"{source} vanished before it was moved, and "
+                                                f"{target} does not hold it")
+                safefs.move(source, Path(target), sha256)
+                placed[str(source)] = Path(target)
+            elif entry["action"] == "link":
+                safefs.link(source, Path(target))
+        for sidecar in entry.get("sidecars", []) if entry["action"] == "move" else []:
+            safefs.move(Path(sidecar["source"]), Path(sidecar["target"]), sidecar["sha256"])
     except safefs.PlacementError as exc:
         outcome["error"] = str(exc)
     if entry["xmp"] and "error" not in outcome:
-        try:
-            sidecar = Path(entry["sidecar_target"]) if entry.get("sidecar_target") else (
-                xmp.sidecar_for(where))
-            xmp.write_sidecar(sidecar, entry["rating"], entry["pick_label"])
+        keywords = entry["flags"] + (["similar"] if entry.get("similar_to") else [])
+        try:  # the photo's sidecar, and each companion RAW's (once, if they share one)
+            for sidecar in dict.fromkeys(xmp.sidecar_for(where) for where in placed.values()):
+                xmp.write_sidecar(sidecar, entry["rating"], entry["pick_label"], keywords)
         except xmp.XmpError as exc:
             outcome["xmp_error"] = str(exc)
     journal.record({"source": entry["source"], "done": True, **outcome})
-
-
-def _write_report(entries: list[dict], path: Path) -> None:
-    rows = sorted(entries, key=lambda e: e["image"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix == ".json":
-        path.write_text(json.dumps([{k: e.get(k) for k in REPORT_FIELDS} for e in rows], indent=2))
-        return
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=REPORT_FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-

@@ -236,13 +236,16 @@ def clusters(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return connected_components(graph, directed=False)[1].astype(np.int64)
 
 
-def keepers(labels: np.ndarray, quality: np.ndarray) -> np.ndarray:
-    """Row kept for each row's cluster: highest quality (NaN lowest), then earliest row."""
+def keepers(labels: np.ndarray, quality: np.ndarray,
+            tiebreak: np.ndarray | None = None) -> np.ndarray:
+    """Row kept for each row's cluster: highest quality (NaN lowest), then highest tiebreak,
+    then earliest row."""
     n = len(labels)
     if n == 0:
         return np.empty(0, dtype=np.int64)
     score = np.where(np.isfinite(quality), quality, -np.inf)
-    order = np.lexsort((np.arange(n), -score, labels))
+    second = np.zeros(n) if tiebreak is None else np.nan_to_num(tiebreak, nan=-np.inf)
+    order = np.lexsort((np.arange(n), -second, -score, labels))
     first = order[np.r_[True, labels[order][1:] != labels[order][:-1]]]
     keeper_of = np.empty(labels.max() + 1, dtype=np.int64)
     keeper_of[labels[first]] = first

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from distill import __version__, fuse, shards
 from distill.config import LabelConfig, to_dict
-from distill.decode import DecodeError, decode_bytes
+from distill.decode import DecodeError, decode_named
 from distill.errors import ConfigError
 from distill.sources import Source, SourceItem, create_source
 from teachers import Teacher, create_teachers
@@ -129,8 +129,8 @@ class ShardImages(Dataset):
         item = self.items[index]
         try:
             data = self.source.read(item.locator)
-            decoded = decode_bytes(
-                data, draft_size=self.decode.max_side if self.decode.draft else None,
+            decoded = decode_named(
+                data, item.path, draft_size=self.decode.max_side if self.decode.draft else None,
                 max_side=self.decode.max_side, min_side=self.decode.min_side,
                 max_pixels=self.decode.max_pixels)
         except DecodeError as exc:

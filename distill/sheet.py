@@ -20,7 +20,10 @@ figure { margin: 0; background: #fff; border: 1px solid #ddd; border-radius: 6px
 figure img { width: 100%; height: 170px; object-fit: contain; background: #eee; }
 figcaption { font-size: 12px; line-height: 1.4; word-break: break-all; }
 .keep { color: #11772d; font-weight: 600; } .trash { color: #b3261e; font-weight: 600; }
-table { border-collapse: collapse; } td { padding: 0 6px 0 0; }
+.pending { color: #8a5a00; font-weight: 600; } .badge { background: #11772d; color: #fff;
+  border-radius: 4px; padding: 0 4px; font-size: 11px; }
+table { border-collapse: collapse; } td { padding: 0 6px 0 0; vertical-align: top; }
+td:first-child { white-space: nowrap; color: #555; }
 """
 
 
@@ -48,8 +51,9 @@ def card(row: dict, folder: Path, fields: list[str]) -> str:
     label = row.get("label", "")
     cells = "".join(f"<tr><td>{html.escape(f)}</td><td>{html.escape(_format(row[f]))}</td></tr>"
                     for f in fields if f in row and row[f] is not None)
+    badge = f' <span class=badge>{html.escape(row["badge"])}</span>' if row.get("badge") else ""
     return (f'<figure>{image}<figcaption><span class="{html.escape(str(label))}">'
-            f"{html.escape(str(label))}</span> {html.escape(Path(row['path']).name)}"
+            f"{html.escape(str(label))}</span>{badge} {html.escape(Path(row['path']).name)}"
             f"<table>{cells}</table></figcaption></figure>")
 
 

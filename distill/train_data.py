@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from distill import shards
-from distill.decode import DecodeError, decode_bytes, read_bytes
+from distill.decode import DecodeError, decode_named, read_bytes
 from distill.errors import ConfigError, DistillError
 from distill.fuse import FusionConfig
 from students import preprocess
@@ -205,7 +205,7 @@ class LabeledImages(Dataset):
         path = self.labels.path[index]
         try:
             data = self.reader.read(path, self.labels.locator[index])
-            decoded = decode_bytes(data, draft_size=self.preprocessing["resize_size"])
+            decoded = decode_named(data, path, draft_size=self.preprocessing["resize_size"])
         except DecodeError as exc:
             raise DistillError(f"labeled image {path}: {exc}") from None
         return preprocess.resize_for(decoded.image, self.preprocessing)

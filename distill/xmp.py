@@ -29,8 +29,10 @@ exiv2.LogMsg.setLevel(exiv2.LogMsg.Level.mute)  # failures reach the user as Xmp
 
 RATING = "Xmp.xmp.Rating"
 PICK_LABEL = "Xmp.digiKam.PickLabel"
+KEYWORDS = "Xmp.dc.subject"  # the keywords digiKam, darktable and Lightroom all show
+KEYWORD_PREFIX = "distill/"  # ours: replaced on every write, the user's own are kept
 # The sidecar agrees with the folder a photo was put in: the decision sets the pick label.
-PICK_LABELS = {"trash": 1, "keep": 3}  # digiKam: 1 rejected, 2 pending, 3 accepted
+PICK_LABELS = {"trash": 1, "pending": 2, "keep": 3}  # digiKam: rejected, pending, accepted
 MAX_SIDECAR_BYTES = 16 << 20  # real sidecars are kilobytes; beyond this it is not one
 
 
@@ -86,8 +88,28 @@ def _open(path: Path):
     return image
 
 
-def write_sidecar(sidecar: Path, rating: int, pick_label: int) -> Path:
-    """Set the rating and pick label in `sidecar`, creating it or merging into it."""
+def _set_keywords(data, keywords: list[str]) -> None:
+    """Replace our `distill/…` keywords in dc:subject, keeping every keyword of the user's."""
+    key = exiv2.XmpKey(KEYWORDS)
+    found = data.findKey(key)
+    existing = []
+    if found != data.end():
+        value = found.value()
+        existing = [value.toString(i) for i in range(value.count())]
+        data.erase(found)
+    kept = [k for k in existing if not k.startswith(KEYWORD_PREFIX)]
+    wanted = kept + [f"{KEYWORD_PREFIX}{k}" for k in keywords]
+    if wanted:
+        bag = exiv2.XmpArrayValue(exiv2.TypeId.xmpBag)
+        for keyword in wanted:
+            bag.read(keyword)
+        data.add(key, bag)
+
+
+def write_sidecar(sidecar: Path, rating: int, pick_label: int,
+                  keywords: list[str] = ()) -> Path:
+    """Set the rating, pick label and our keywords (e.g. `distill/blurry`) in `sidecar`,
+    creating it or merging into it."""
     sidecar = Path(sidecar)
     partial = sidecar.with_name(f".{sidecar.name}.distill-partial")
     try:
@@ -102,6 +124,7 @@ def write_sidecar(sidecar: Path, rating: int, pick_label: int) -> Path:
         data = image.xmpData()
         data[RATING] = str(int(rating))
         data[PICK_LABEL] = str(int(pick_label))
+        _set_keywords(data, list(keywords))
         image.setXmpData(data)
         image.writeMetadata()
         del image  # exiv2 holds the file open until the image is gone

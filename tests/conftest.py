@@ -51,6 +51,22 @@ def photo(skimage_photos) -> Image.Image:
     return Image.open(skimage_photos["chelsea"]).convert("RGB")
 
 
+@pytest.fixture(scope="session")
+def student_file(tmp_path_factory) -> Path:
+    """A tiny student with random weights at 64 px: real code paths, meaningless scores."""
+    import torch
+
+    from students import create_student
+    from students.checkpoint import save_student
+    from students.preprocess import policy
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("student") / "student.pt"
+    save_student(path, create_student("tiny").eval(), "tiny", {}, policy(64),
+                 {"note": "random, for tests"})
+    return path
+
+
 def rng_image(seed: int, size=(96, 80)) -> Image.Image:
     pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
     return Image.fromarray(pixels, "RGB")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -24,13 +25,12 @@ from pathlib import Path
 import exiv2
 import pytest
 import torch
+from PIL import Image
 
 from distill import safefs
 from distill.cull import JOURNAL, CullOptions, cull
+from distill.decide import DecideOptions
 from distill.xmp import PICK_LABEL, RATING, read_sidecar, write_sidecar
-from students import create_student
-from students.checkpoint import save_student
-from students.preprocess import policy
 from tests.test_label import _photos
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -53,15 +53,6 @@ HOSTILE_SIDECARS = {
 }
 
 
-@pytest.fixture(scope="module")
-def student_file(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    model = create_student("tiny")
-    path = tmp_path_factory.mktemp("student") / "student.pt"
-    save_student(path, model.eval(), "tiny", {}, policy(64), {"note": "random, for tests"})
-    return path
-
-
 @pytest.fixture()
 def folder(skimage_photos, tmp_path) -> Path:
     photos = tmp_path / "photos"
@@ -72,10 +63,13 @@ def folder(skimage_photos, tmp_path) -> Path:
     return photos
 
 
+PHOTO_SUFFIXES = (".jpg", ".png", ".dng", ".heic")
+
+
 def _hashes(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*")) if p.is_file() and not p.name.startswith(".")
-            and p.suffix in (".jpg", ".png", ".xmp")}
+            and p.suffix in (*PHOTO_SUFFIXES, ".xmp")}
 
 
 def assert_each_photo_once(before: dict[str, str], *roots: Path) -> None:
@@ -83,12 +77,12 @@ def assert_each_photo_once(before: dict[str, str], *roots: Path) -> None:
     with a photo's name, and no temporary file left behind."""
     found: dict[str, list[str]] = {}
     for root in roots:
-        for path in root.rglob("*.jpg") if root.exists() else ():
+        for path in (p for p in root.rglob("*") if p.suffix in PHOTO_SUFFIXES and p.is_file()):
             if "culled" in path.relative_to(root).parts and root.name != "culled":
                 continue  # a default dest inside the folder is listed as its own root
             found.setdefault(hashlib.sha256(path.read_bytes()).hexdigest(), []).append(str(path))
         assert not list(root.rglob(f"*{safefs.PARTIAL_SUFFIX}")), "temporary files left"
-    photos = {name: digest for name, digest in before.items() if name.endswith(".jpg")}
+    photos = {name: digest for name, digest in before.items() if name.endswith(PHOTO_SUFFIXES)}
     for name, digest in photos.items():
         assert len(found.get(digest, [])) == 1, f"{name} is in {found.get(digest)}"
     assert sum(map(len, found.values())) == len(photos), "a file that is no original appeared"
@@ -125,7 +119,7 @@ def test_dry_run_reports_and_touches_nothing(folder, student_file, tmp_path):
     result = cull(folder, student_file, dest=tmp_path / "out", progress=False)
     assert (result["keep"] + result["trash"], result["error"]) == (12, 1)
     rows = (tmp_path / "out" / "cull.csv").read_text().splitlines()
-    assert rows[0].startswith("image,quality,keep_prob,decision,tier,") and len(rows) == 14
+    assert rows[0].startswith("image,decision,reason,quality,keep_prob,group_id,") and len(rows) == 14
     assert _hashes(folder) == before and not (tmp_path / "out" / "keep").exists()
 
 
@@ -163,7 +157,7 @@ def test_3_xmp_merges_an_exiftool_sidecar_into_one_that_exiv2_reads(folder, stud
     original = read_sidecar(sidecar)
     assert original["Xmp.xmp.Rating"] == "5" and len(_others(original)) == 9
     result = cull(folder, student_file, dest=tmp_path / "out", progress=False,
-                  options=CullOptions(xmp=True, keep_threshold=0.0))
+                  options=CullOptions(xmp=True, decide=DecideOptions(keep_threshold=0.0)))
     assert result["xmp_errors"] == 0
     merged = read_sidecar(sidecar)  # exiv2 refuses a packet with a duplicate property
     row = _report(tmp_path / "out" / "cull.csv")["img00.jpg"]
@@ -289,9 +283,14 @@ def test_2_a_copy_killed_midway_is_never_taken_for_the_photo(leftover, folder, s
 
 
 def _journal(dest: Path) -> list[dict]:
-    import json
-
-    return [json.loads(line) for line in (dest / JOURNAL).read_text().splitlines()]
+    """The journal's photos, each with everything recorded of it, in the order first seen."""
+    merged: dict[str, dict] = {}
+    for line in (dest / JOURNAL).read_text().splitlines():
+        record = json.loads(line)
+        for entry in record.get("decisions", [record]):
+            if "source" in entry:
+                merged.setdefault(entry["source"], {}).update(entry)
+    return list(merged.values())
 
 
 def test_move_into_another_file_system_verifies_every_copy(folder, student_file, mount_tmpfs):
@@ -300,7 +299,7 @@ def test_move_into_another_file_system_verifies_every_copy(folder, student_file,
     cull(folder, student_file, dest=dest, options=CullOptions(action="move", xmp=True),
          progress=False)
     assert_each_photo_once(before, folder, dest)
-    entries = [e for e in _journal(dest) if e.get("sha256")]
+    entries = [e for e in _journal(dest) if e.get("target")]
     assert len(entries) == 12
     assert all(safefs.is_placed(Path(e["target"]), e["sha256"]) for e in entries)
 
@@ -369,15 +368,23 @@ def test_resuming_with_other_options_is_refused(folder, student_file, tmp_path):
 
 # ---------------------------------------------------------------- sidecars agree with folders
 
-@pytest.mark.parametrize("threshold, folder_name, pick", [(0.9, "trash", "1"), (0.0, "keep", "3")])
-def test_9_the_pick_label_agrees_with_the_folder(threshold, folder_name, pick, folder,
-                                                 student_file, tmp_path):
+@pytest.mark.parametrize("threshold", [0.9, 0.0])
+def test_9_the_pick_label_agrees_with_the_folder(threshold, folder, student_file, tmp_path):
+    """keep/ → 3 accepted, pending/ → 2, trash/ → 1 rejected, whatever quality says: with a
+    0.9 threshold every group best goes to trash, with 0.0 to keep; the other shots of a
+    group (a re-take) goes to pending."""
+    Image.open(folder / "img00.jpg").save(folder / "img00-again.jpg", quality=70)  # a re-take
     dest = tmp_path / "out"
+    decide = DecideOptions(keep_threshold=threshold, similar_decision="pending")
     cull(folder, student_file, dest=dest, progress=False,
-         options=CullOptions(action="move", xmp=True, keep_threshold=threshold))
-    sidecars = list((dest / folder_name).rglob("*.xmp"))
-    assert len(sidecars) == 12 and not (dest / ({"keep", "trash"} - {folder_name}).pop()).exists()
-    assert {read_sidecar(s)["Xmp.digiKam.PickLabel"] for s in sidecars} == {pick}
+         options=CullOptions(action="move", xmp=True, decide=decide))
+    expected = {"keep": "3", "pending": "2", "trash": "1"}
+    found = {name: {read_sidecar(s)["Xmp.digiKam.PickLabel"] for s in (dest / name).rglob("*.xmp")}
+             for name in expected if (dest / name).exists()}
+    assert sum(len(list((dest / n).rglob("*.xmp"))) for n in found) == 13
+    assert found == {name: {expected[name]} for name in found}
+    assert ("keep" in found) == (threshold == 0.0) and ("trash" in found) == (threshold == 0.9)
+    assert "pending" in found, "the re-take is a similar shot"
 
 
 def test_written_sidecars_read_back_in_exiv2(tmp_path):
