@@ -315,12 +315,40 @@ def active(labels_dir, budget, review_dir, seed):
 
 
 @main.command("import-labels")
-@click.argument("labels_csv", type=click.Path(exists=True, dir_okay=False))
-@click.option("--labels", "labels_dir", required=True, type=click.Path(exists=True, file_okay=False),
-              help="Output folder of `distill label` to merge into.")
-def import_labels(labels_csv, labels_dir):
-    """Merge human labels (CSV with image_id or path, and human_label keep/trash and/or
-    human_score 1-10) as source=human; they override the pseudo-labels in training."""
+@click.argument("labels_csv", required=False, type=click.Path(exists=True, dir_okay=False))
+@click.option("--labels", "labels_dir", type=click.Path(exists=True, file_okay=False),
+              help="Output folder of `distill label` to merge the CSV into.")
+@click.option("--from-xmp", "xmp_folder", type=click.Path(exists=True, file_okay=False),
+              help="Instead of a CSV: read the ratings and pick labels in FOLDER's sidecars "
+              "(digiKam, darktable, Lightroom) as human labels.")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="With --from-xmp: the label run to write (train on it, or --finetune).")
+@click.option("--keep-stars", type=click.IntRange(1, 5), default=4, show_default=True,
+              help="With --from-xmp: stars from which a rated photo counts as keep (a pick "
+              "label, or a -1 reject, decides first).")
+def import_labels(labels_csv, labels_dir, xmp_folder, out, keep_stars):
+    """Take a person's labels: a review CSV (image_id or path, and human_label keep/trash
+    and/or human_score 1-10) merged into --labels as source=human, overriding the
+    pseudo-labels in training; or, with --from-xmp, a photographer's past picks as a label
+    run of their own. Examples:
+
+    \b
+      distill import-labels runs/photos/review/queue.csv --labels runs/photos
+      distill import-labels --from-xmp ~/Pictures/2025 --out runs/my-picks
+      distill train --labels runs/my-picks --finetune student.pt --out runs/mine
+    """
+    if xmp_folder:
+        if labels_csv or labels_dir or not out:
+            raise DistillError("--from-xmp FOLDER takes --out RUN (and no CSV or --labels)")
+        from distill.human import xmp_to_labels
+
+        result = xmp_to_labels(xmp_folder, out, keep_stars=keep_stars)
+        click.echo(f"{result['labeled']} of {result['photos']} photos carry a pick "
+                   f"(keep {result['keep']}, trash {result['labeled'] - result['keep']}; "
+                   f"{result['unrated']} unrated, {result['errors']} unreadable)  ->  {out}")
+        return
+    if not (labels_csv and labels_dir):
+        raise DistillError("give LABELS_CSV and --labels RUN, or --from-xmp FOLDER --out RUN")
     from distill.active import import_labels as merge
 
     result = merge(labels_dir, labels_csv)

@@ -74,12 +74,16 @@ def build_train_config(config_file, flags: dict, overrides: tuple[str, ...]):
 @click.option("--weights-dir", type=click.Path(file_okay=False), default=None,
               help="Weights folder (default $DISTILL_WEIGHTS_DIR, else ~/.cache/distill/weights); "
               "ImageNet student weights are read from its students/ subfolder.")
+@click.option("--finetune", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Start from this trained student.pt (its architecture and preprocessing), "
+              "e.g. to adapt it to a photographer's own picks (`import-labels --from-xmp`).")
 @click.option("--resume", is_flag=True,
               help="Continue RUN_DIR from its latest complete checkpoint (same final step "
               "count as an uninterrupted run). Without it, a RUN_DIR with checkpoints is refused.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def train(config_file, labels, student, out, init, max_steps, batch_size, grad_accum, lr,
-          mixed_precision, function_matching, overrides, weights_dir, resume, no_progress):
+          mixed_precision, function_matching, overrides, weights_dir, finetune, resume,
+          no_progress):
     """Distill a labeling run into a compact keep/trash student.
 
     Trains quality (1-10), a keep logit and, when the labels carry rating histograms, a
@@ -102,6 +106,16 @@ def train(config_file, labels, student, out, init, max_steps, batch_size, grad_a
              "optim.max_steps": max_steps, "optim.batch_size": batch_size,
              "optim.grad_accum": grad_accum, "optim.lr": lr, "mixed_precision": mixed_precision,
              "function_matching.enabled": function_matching, "weights_dir": weights_dir}
+    if finetune:  # the base student's architecture and the pixels it was trained on
+        from students.checkpoint import load_student
+        from students.preprocess import RESIZE_MODES
+
+        base = load_student(finetune)
+        modes = {description: mode for mode, description in RESIZE_MODES.items()}
+        flags.update({"student.finetune": finetune, "student.name": student or base.name,
+                      "data.image_size": base.preprocessing["image_size"],
+                      "data.resize_mode": modes[base.preprocessing["resize"]],
+                      "data.resize_size": base.preprocessing["resize_size"]})
     config = build_train_config(config_file, flags, overrides)
     card = run_train(config, resume=resume, progress_bar=not no_progress)
     if card:

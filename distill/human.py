@@ -21,9 +21,9 @@ from PIL import Image
 from scipy.special import expit
 from tqdm import tqdm
 
-from distill import shards
+from distill import shards, xmp
 from distill.bench_data import load_ava
-from distill.decode import DecodeError, read_bytes
+from distill.decode import DecodeError, find_images, read_bytes
 from distill.errors import DistillError
 from distill.fuse import FusionConfig
 from distill.label import image_id
@@ -72,12 +72,7 @@ def ava_to_labels(root: Path, out: Path, threshold: float | None = 6.0,
             "confidence": float(np.clip(1 - 2 * votes[item.id].score_std / 9.0, 0, 1)),
             "dist_human": histogram.tolist(),
         })
-    for index, start in enumerate(range(0, max(len(rows), 1), shard_size)):
-        chunk = rows[start:start + shard_size]
-        shard_errors = errors if index == 0 else []
-        table = pa.Table.from_pylist(chunk) if chunk else pa.table({"image_id": pa.array([], pa.string())})
-        shards.write_shard(out, index, table, pa.Table.from_pylist(shard_errors, schema=shards.ERROR_SCHEMA), None)
-    merged = shards.merge_errors(out)
+    merged = write_rows(out, rows, errors, shard_size)
     keep = sum(1 for row in rows if row["label"] == "keep")
     summary = {"inputs": len(labels.items), "labeled": len(rows), "errors": merged.num_rows,
                "keep": keep, "keep_threshold": round(cutoff, 4), "notes": labels.notes}
@@ -88,6 +83,72 @@ def ava_to_labels(root: Path, out: Path, threshold: float | None = 6.0,
         "teachers": [{"teacher": HUMAN, "file": str(labels.file)}],
         "summary": summary,
     })
+    return summary
+
+
+def write_rows(out: Path, rows: list[dict], errors: list[dict], shard_size: int) -> pa.Table:
+    """Human rows as label shards (errors in the first shard); returns the merged errors."""
+    for index, start in enumerate(range(0, max(len(rows), 1), shard_size)):
+        chunk = rows[start:start + shard_size]
+        shard_errors = errors if index == 0 else []
+        table = pa.Table.from_pylist(chunk) if chunk else pa.table({"image_id": pa.array([], pa.string())})
+        shards.write_shard(out, index, table, pa.Table.from_pylist(shard_errors, schema=shards.ERROR_SCHEMA), None)
+    return shards.merge_errors(out)
+
+
+def pick_from_sidecar(properties: dict[str, str], keep_stars: int) -> tuple[str, float] | None:
+    """(keep | trash, quality 1–10 or NaN) from a sidecar's rating and pick label, or None
+    when the photographer left no opinion. A pick label (digiKam: 1 rejected, 3 accepted)
+    decides; else a rating of -1 (rejected, as Lightroom and darktable write it) is trash and
+    1–5 stars are keep from `keep_stars` up. Stars map onto 1–10 as cull's rating inverts."""
+    try:
+        rating = int(float(properties.get(xmp.RATING, "0")))
+        pick = int(properties.get(xmp.PICK_LABEL, "0"))
+    except ValueError:
+        return None
+    quality = 1 + (rating - 1) * 9 / 4 if 1 <= rating <= 5 else (1.0 if rating < 0 else np.nan)
+    if pick in (1, 3):
+        return ("keep" if pick == 3 else "trash"), quality
+    if rating < 0:
+        return "trash", quality
+    if 1 <= rating <= 5:
+        return ("keep" if rating >= keep_stars else "trash"), quality
+    return None
+
+
+def xmp_to_labels(folder: Path, out: Path, keep_stars: int = 4, shard_size: int = 1000,
+                  progress: bool = True) -> dict:
+    """A photographer's own picks (sidecar ratings and pick labels from digiKam, darktable or
+    Lightroom, read by exiv2) as human label shards, to fine-tune a student on."""
+    photos = find_images([Path(folder)])
+    rows, errors, unrated = [], [], 0
+    for photo in tqdm(photos, desc="sidecars", unit="img", disable=not progress):
+        sidecar = xmp.sidecar_for(photo)
+        if not sidecar.exists():
+            unrated += 1
+            continue
+        identity = {"image_id": image_id("xmp", str(photo.resolve())), "source": HUMAN,
+                    "path": str(photo.resolve())}
+        try:
+            picked = pick_from_sidecar(xmp.read_sidecar(sidecar), keep_stars)
+            identity.update(_identity(photo))
+        except (DecodeError, xmp.XmpError) as exc:
+            errors.append({**identity, "stage": "sidecar", "reason": str(exc), "shard": None})
+            continue
+        if picked is None:
+            unrated += 1
+            continue
+        label, quality = picked
+        rows.append({**identity, "quality": quality, "keep_prob": float(label == "keep"),
+                     "label": label, "confidence": 1.0,
+                     "tier": 2 if label == "keep" else 0})
+    merged = write_rows(Path(out), rows, errors, shard_size)
+    keep = sum(1 for row in rows if row["label"] == "keep")
+    summary = {"photos": len(photos), "labeled": len(rows), "unrated": unrated,
+               "errors": merged.num_rows, "keep": keep}
+    shards.write_json(Path(out) / "manifest.json", {
+        "config": {"source": {"kind": "xmp", "root": str(folder)}, "keep_stars": keep_stars},
+        "teachers": [{"teacher": HUMAN, "file": "xmp sidecars"}], "summary": summary})
     return summary
 
 

@@ -55,6 +55,7 @@ class StudentConfig:
     name: str = "mobilenetv3_small"  # see `students.list_students()`
     init: str = "auto"  # auto: ImageNet file from the weights folder if present, else random
     dropout: float = 0.2
+    finetune: str | None = None  # a student.pt to start from (its weights, same architecture)
 
 
 @dataclass
@@ -120,8 +121,11 @@ def run_train(config: TrainConfig, resume: bool = False, progress_bar: bool = Tr
 
     show_progress = progress_bar and accelerator.is_main_process
     data = build_data(config, accelerator.num_processes, show_progress)
-    model = create_student(config.student.name, init=config.student.init,
+    model = create_student(config.student.name,
+                           init="random" if config.student.finetune else config.student.init,
                            weights_dir=config.weights_dir, **architecture(config, data))
+    if config.student.finetune:
+        start_from(model, Path(config.student.finetune), config.student.name)
     accelerator.print(f"student {config.student.name}: {model.init['kind'].upper()} init "
                       f"({model.init.get('file') or model.init.get('reason')}); {data.describe()}")
     optimizer = torch.optim.AdamW(param_groups(model, optim.weight_decay), lr=optim.lr)
@@ -212,6 +216,24 @@ def parameters_digest(model: torch.nn.Module) -> torch.Tensor:
     for tensor in model.parameters():
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return torch.tensor([int(digest.hexdigest()[:15], 16)], dtype=torch.int64)
+
+
+def start_from(model: torch.nn.Module, path: Path, name: str) -> None:
+    """Fine-tuning: every weight of a trained student whose shape fits; a head the new
+    labels do not train (a rating head without rating histograms) is left out."""
+    from students.checkpoint import load_student
+
+    base = load_student(path)
+    if base.name != name:
+        raise ConfigError(f"--finetune {path} is a {base.name!r} student, not {name!r}")
+    own = model.state_dict()
+    usable = {k: v for k, v in base.model.state_dict().items()
+              if k in own and own[k].shape == v.shape}
+    missing = [k for k in own if k not in usable and not k.startswith("rating.")]
+    if missing:
+        raise ConfigError(f"--finetune {path}: its weights do not fit ({', '.join(missing[:3])})")
+    model.load_state_dict(usable, strict=False)
+    model.init = {"kind": "finetune", "file": str(path), "sha256": sha256_of(path)}
 
 
 def architecture(config: TrainConfig, data: TrainData) -> dict:

@@ -1,0 +1,110 @@
+"""Cull throughput on camera-size files, as a ratio to decoding them alone, in paired rounds.
+
+Two folders: 24-megapixel JPEGs (6000x4000, real photos upscaled, with sensor-like noise so
+they compress like camera files), and 24-megapixel DNGs with a 1920 px embedded JPEG preview,
+as cameras write them (benchmarks/camera_files.py). For each, every round times
+1. decoding alone: `decode_named` at the student's draft size, as cull decodes;
+2. `distill cull` (dry run): decode, student, similar-shot descriptor, technical measures,
+   decide, report; with the default student architecture (patch_cnn at 224 px, teacher-scale
+   crop; random weights: the speed is the same).
+Medians over rounds; the ratio is taken within each round, then its median.
+
+    python benchmarks/cull_throughput.py [--photos 8] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.burst_groups import burst_sources  # noqa: E402
+from benchmarks.camera_files import write_dng  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results" / "cull_throughput.json"
+SIZE = (6000, 4000)
+
+
+def camera_photos(count: int, seed: int = 0) -> list[Image.Image]:
+    rng = np.random.default_rng(seed)
+    sources = [path for path, _ in list(burst_sources().values())[:count]]
+    photos = []
+    for path in sources:
+        image = Image.open(path).convert("RGB").resize(SIZE, Image.Resampling.BICUBIC)
+        noise = rng.normal(0, 3, (SIZE[1], SIZE[0], 3))
+        photos.append(Image.fromarray(np.clip(np.asarray(image) + noise, 0, 255).astype(np.uint8)))
+    return photos
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--photos", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", default=str(RESULTS))
+    args = parser.parse_args()
+
+    import torch
+
+    from distill.cull import cull
+    from distill.decode import decode_named, read_bytes
+    from students import create_student
+    from students.checkpoint import save_student
+    from students.preprocess import policy
+
+    result = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
+              "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                          "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()},
+              "photos": args.photos, "rounds": args.rounds, "megapixels": SIZE[0] * SIZE[1] / 1e6,
+              "student": "patch_cnn, 224 px teacher-scale crop (random weights)", "kinds": {}}
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        torch.manual_seed(0)
+        student = scratch / "student.pt"
+        save_student(student, create_student("patch_cnn").eval(), "patch_cnn", {}, policy(224),
+                     {"note": "random weights, for timing"})
+        photos = camera_photos(args.photos)
+        folders = {"jpeg_24mp": scratch / "jpeg", "dng_24mp_with_preview": scratch / "dng"}
+        for folder in folders.values():
+            folder.mkdir()
+        for index, photo in enumerate(photos):
+            photo.save(folders["jpeg_24mp"] / f"IMG_{index:04d}.JPG", quality=92)
+            write_dng(photo, folders["dng_24mp_with_preview"] / f"IMG_{index:04d}.DNG",
+                      preview_side=1920)
+        for kind, folder in folders.items():
+            files = sorted(folder.iterdir())
+            rounds = []
+            for round_index in range(args.rounds):
+                started = time.perf_counter()
+                for path in files:
+                    decode_named(read_bytes(path), path, draft_size=768)
+                decode_s = time.perf_counter() - started
+                started = time.perf_counter()
+                cull(folder, student, dest=scratch / f"out-{kind}-{round_index}", progress=False)
+                cull_s = time.perf_counter() - started
+                rounds.append({"decode_photos_per_s": len(files) / decode_s,
+                               "cull_photos_per_s": len(files) / cull_s,
+                               "ratio": decode_s / cull_s})
+            sizes = [p.stat().st_size / 1e6 for p in files]
+            result["kinds"][kind] = {
+                "mean_file_mb": round(statistics.mean(sizes), 1),
+                **{k: round(statistics.median(r[k] for r in rounds), 3)
+                   for k in ("decode_photos_per_s", "cull_photos_per_s", "ratio")},
+                "rounds": [{k: round(v, 3) for k, v in r.items()} for r in rounds]}
+            print(kind, result["kinds"][kind])
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
