@@ -125,25 +125,36 @@ def pair_scores(truth: list[dict], group_of: dict[str, int]) -> dict:
 def distill_groups(folder: Path, truth: list[dict], similarity: float, burst_seconds,
                    quality_of) -> tuple[dict, dict]:
     """Our grouping, as `distill cull` computes it (decode → descriptor → decide)."""
+    from distill.cull import describe
     from distill.decide import DecideOptions, decide
     from distill.decode import decode_path
-    from distill.descriptors import offline_descriptor
-    from teachers.technical import measure
 
     photos = []
     for row in truth:
         decoded = decode_path(folder / row["file"], draft_size=768)
+        descriptor, measures = describe(decoded.image)
         photos.append({"image": row["file"], "quality": quality_of(decoded.image),
-                       "keep_prob": 0.5, "descriptor": offline_descriptor(decoded.image),
-                       "taken_at": decoded.taken_at, "measures": measure(decoded.image)})
+                       "keep_prob": 0.5, "descriptor": descriptor,
+                       "taken_at": decoded.taken_at, "measures": measures})
     options = DecideOptions(similarity=similarity, burst_seconds=burst_seconds)
     decided = decide(photos, options)
     group_of = {p["image"]: d["group_id"] for p, d in zip(photos, decided)}
     sharp = {t["file"] for t in truth if t["sharp"]}
+    blurry = {p["image"] for p, d in zip(photos, decided) if "blurry" in d["flags"]}
     bursts = {t["burst"] for t in truth}
     best_ok = sum(1 for p, d in zip(photos, decided) if d["best_in_group"]
                   and d["group_size"] > 1 and p["image"] in sharp)
-    return group_of, {"best_frame_accuracy": round(best_ok / len(bursts), 4)}
+    return group_of, {"best_frame_accuracy": round(best_ok / len(bursts), 4),
+                      "blurry_flag": flag_scores(truth, blurry)}
+
+
+def flag_scores(truth: list[dict], flagged: set[str]) -> dict:
+    """Precision / recall of a 'blurry' flag against the frames that were blurred."""
+    blurred = {t["file"] for t in truth if not t["sharp"]}
+    hits = len(flagged & blurred)
+    return {"precision": round(hits / len(flagged), 4) if flagged else None,
+            "recall": round(hits / len(blurred), 4) if blurred else None,
+            "flagged": len(flagged), "blurred": len(blurred)}
 
 
 def imagededup_groups(folder: Path, max_distance: int) -> dict:
@@ -154,13 +165,15 @@ def imagededup_groups(folder: Path, max_distance: int) -> dict:
     return _components(duplicates)
 
 
-def cleanvision_groups(folder: Path) -> dict:
+def cleanvision_groups(folder: Path) -> tuple[dict, set[str]]:
+    """cleanvision's near-duplicate sets as groups, and the frames its blurry check flags."""
     from cleanvision import Imagelab
 
     lab = Imagelab(data_path=str(folder))
-    lab.find_issues({"near_duplicates": {}}, verbose=False)
+    lab.find_issues({"near_duplicates": {}, "blurry": {}}, verbose=False)
     sets = lab.info["near_duplicates"]["sets"]
-    return _components({Path(s[0]).name: [Path(x).name for x in s[1:]] for s in sets})
+    blurry = {Path(p).name for p in lab.issues.index[lab.issues["is_blurry_issue"]]}
+    return _components({Path(s[0]).name: [Path(x).name for x in s[1:]] for s in sets}), blurry
 
 
 def _components(neighbours: dict[str, list[str]]) -> dict:
@@ -226,13 +239,16 @@ def main() -> None:
                     **pair_scores(truth, imagededup_groups(folder, distance)),
                     "seconds": round(time.perf_counter() - started, 2)}
             started = time.perf_counter()
-            result["methods"]["cleanvision near_duplicates"] = {
-                **pair_scores(truth, cleanvision_groups(folder)),
+            groups, blurry = cleanvision_groups(folder)
+            result["methods"]["cleanvision near_duplicates + blurry"] = {
+                **pair_scores(truth, groups), "blurry_flag": flag_scores(truth, blurry),
                 "seconds": round(time.perf_counter() - started, 2)}
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     for name, scores in result["methods"].items():
-        print(f"{name:34s} P {scores['precision']}  R {scores['recall']}  "
-              f"groups {scores['groups']}  best {scores.get('best_frame_accuracy', '-')}")
+        blur = scores.get("blurry_flag", {})
+        print(f"{name:38s} P {scores['precision']}  R {scores['recall']}  "
+              f"groups {scores['groups']}  best {scores.get('best_frame_accuracy', '-')}  "
+              f"blurry P {blur.get('precision', '-')} R {blur.get('recall', '-')}")
 
 
 if __name__ == "__main__":

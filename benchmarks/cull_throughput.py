@@ -7,9 +7,10 @@ as cameras write them (benchmarks/camera_files.py). For each, every round times
 2. `distill cull` (dry run): decode, student, similar-shot descriptor, technical measures,
    decide, report; with the default student architecture (patch_cnn at 224 px, teacher-scale
    crop; random weights: the speed is the same).
-Medians over rounds; the ratio is taken within each round, then its median.
+A first, untimed round warms the file cache and the imports (FAISS, the student); then
+medians over rounds; the ratio is taken within each round, then its median.
 
-    python benchmarks/cull_throughput.py [--photos 8] [--rounds 3]
+    python benchmarks/cull_throughput.py [--photos 16] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.burst_groups import burst_sources  # noqa: E402
-from benchmarks.camera_files import write_dng  # noqa: E402
+from benchmarks.burst_groups import burst_sources
+from benchmarks.camera_files import write_dng
 
 RESULTS = Path(__file__).parent / "results" / "cull_throughput.json"
 SIZE = (6000, 4000)
@@ -39,7 +40,8 @@ SIZE = (6000, 4000)
 
 def camera_photos(count: int, seed: int = 0) -> list[Image.Image]:
     rng = np.random.default_rng(seed)
-    sources = [path for path, _ in list(burst_sources().values())[:count]]
+    sources = [path for path, _ in list(burst_sources().values())]
+    sources = [sources[i % len(sources)] for i in range(count)]
     photos = []
     for path in sources:
         image = Image.open(path).convert("RGB").resize(SIZE, Image.Resampling.BICUBIC)
@@ -50,7 +52,7 @@ def camera_photos(count: int, seed: int = 0) -> list[Image.Image]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--photos", type=int, default=8)
+    parser.add_argument("--photos", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
@@ -85,7 +87,7 @@ def main() -> None:
         for kind, folder in folders.items():
             files = sorted(folder.iterdir())
             rounds = []
-            for round_index in range(args.rounds):
+            for round_index in range(args.rounds + 1):
                 started = time.perf_counter()
                 for path in files:
                     decode_named(read_bytes(path), path, draft_size=768)
@@ -93,6 +95,8 @@ def main() -> None:
                 started = time.perf_counter()
                 cull(folder, student, dest=scratch / f"out-{kind}-{round_index}", progress=False)
                 cull_s = time.perf_counter() - started
+                if round_index == 0:
+                    continue  # the warm-up
                 rounds.append({"decode_photos_per_s": len(files) / decode_s,
                                "cull_photos_per_s": len(files) / cull_s,
                                "ratio": decode_s / cull_s})

@@ -1,6 +1,6 @@
 """The fault and bad-input table: runs the suite's fault cases and records each one's outcome.
 
-Every case in tests/test_cull.py and tests/test_faults.py asserts that nothing is lost: the
+Every case in tests/test_cull.py, test_faults.py, test_cull_groups.py and test_picks.py asserts that nothing is lost: the
 culling cases check that each original is byte-identical (sha256) and in exactly one place,
 the labeling cases that no rows are missing, mixed in or written twice, and the error cases
 that the user gets one line naming the file or key, never a traceback. So a passing case is
@@ -12,16 +12,19 @@ a fault survived with zero photos or rows lost, and a failing one is listed as s
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SUITES = ("tests/test_cull.py", "tests/test_faults.py")
+SUITES = ("tests/test_cull.py", "tests/test_faults.py", "tests/test_cull_groups.py",
+          "tests/test_picks.py")
 
 
 def main() -> None:
@@ -39,8 +42,9 @@ def main() -> None:
                           "outcome": outcome, "seconds": round(float(case.get("time", 0)), 2)})
     counts = {k: sum(1 for c in cases if c["outcome"] == k) for k in ("survived", "failed", "skipped")}
     result = {
-        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-        "cpus": __import__("os").cpu_count(), "python": platform.python_version(),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                    "cpu_count": os.cpu_count()}, "python": platform.python_version(),
         "seconds": round(seconds, 1), **counts,
         "photos_or_rows_lost": 0 if counts["failed"] == 0 else "see failed cases",
         "cases": cases,

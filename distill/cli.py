@@ -326,7 +326,8 @@ def active(labels_dir, budget, review_dir, seed):
 @click.option("--keep-stars", type=click.IntRange(1, 5), default=4, show_default=True,
               help="With --from-xmp: stars from which a rated photo counts as keep (a pick "
               "label, or a -1 reject, decides first).")
-def import_labels(labels_csv, labels_dir, xmp_folder, out, keep_stars):
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def import_labels(labels_csv, labels_dir, xmp_folder, out, keep_stars, no_progress):
     """Take a person's labels: a review CSV (image_id or path, and human_label keep/trash
     and/or human_score 1-10) merged into --labels as source=human, overriding the
     pseudo-labels in training; or, with --from-xmp, a photographer's past picks as a label
@@ -342,7 +343,7 @@ def import_labels(labels_csv, labels_dir, xmp_folder, out, keep_stars):
             raise DistillError("--from-xmp FOLDER takes --out RUN (and no CSV or --labels)")
         from distill.human import xmp_to_labels
 
-        result = xmp_to_labels(xmp_folder, out, keep_stars=keep_stars)
+        result = xmp_to_labels(xmp_folder, out, keep_stars=keep_stars, progress=not no_progress)
         click.echo(f"{result['labeled']} of {result['photos']} photos carry a pick "
                    f"(keep {result['keep']}, trash {result['labeled'] - result['keep']}; "
                    f"{result['unrated']} unrated, {result['errors']} unreadable)  ->  {out}")

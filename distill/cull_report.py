@@ -60,7 +60,10 @@ def write_html(entries: list[dict], folder: Path) -> Path:
         names = ", ".join(e["image"] for e in group[:3])
         return f"{len(group)} similar: {names}{' …' if len(group) > 3 else ''}"
 
-    sections = [(heading(group), [card(e) for e in sorted(group, key=lambda e: -e["quality"])])
+    def best_first(entry: dict) -> tuple:
+        return not entry["best_in_group"], -entry["quality"], entry["image"]
+
+    sections = [(heading(group), [card(e) for e in sorted(group, key=best_first)])
                 for group in ordered if len(group) > 1]
     singles = [card(e) for group in ordered if len(group) == 1 for e in group]
     if singles:

@@ -56,14 +56,18 @@ def _register_heif() -> None:
 _register_heif()
 
 
-def capture_time(exif: Image.Exif) -> str | None:
-    """EXIF DateTimeOriginal with its sub-seconds: bursts are fractions of a second apart."""
-    photo = exif.get_ifd(0x8769)
-    taken = photo.get(0x9003) or exif.get(0x0132)  # DateTimeOriginal, else DateTime
+def _with_subseconds(taken, subseconds) -> str | None:
+    """"YYYY:MM:DD HH:MM:SS[.ss]": bursts are fractions of a second apart."""
     if not isinstance(taken, str) or not taken.strip():
         return None
-    subseconds = str(photo.get(0x9291) or "").strip()
+    subseconds = str(subseconds or "").strip()
     return f"{taken.strip()}.{subseconds}" if subseconds.isdigit() else taken.strip()
+
+
+def capture_time(exif: Image.Exif) -> str | None:
+    """EXIF DateTimeOriginal (else DateTime) with its sub-seconds, read by Pillow."""
+    photo = exif.get_ifd(0x8769)
+    return _with_subseconds(photo.get(0x9003) or exif.get(0x0132), photo.get(0x9291))
 
 
 def decode_raw(data: bytes, *, draft_size: int | None = None, **opts) -> Decoded:
@@ -107,11 +111,9 @@ def _raw_capture_time(data: bytes) -> str | None:
         exif = {datum.key(): datum.toString() for datum in image.exifData()}
     except exiv2.Exiv2Error:
         return None
-    taken = exif.get("Exif.Photo.DateTimeOriginal") or exif.get("Exif.Image.DateTime")
-    subseconds = exif.get("Exif.Photo.SubSecTimeOriginal", "").strip()
-    if not taken:
-        return None
-    return f"{taken}.{subseconds}" if subseconds.isdigit() else taken
+    return _with_subseconds(exif.get("Exif.Photo.DateTimeOriginal")
+                            or exif.get("Exif.Image.DateTime"),
+                            exif.get("Exif.Photo.SubSecTimeOriginal"))
 
 
 def _as_raw(decoded: Decoded, data: bytes, width: int, height: int, how: str) -> Decoded:
