@@ -16,7 +16,6 @@ replaces the sidecar only once exiv2 has written it whole.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import defusedxml.ElementTree as SafeET
@@ -24,6 +23,7 @@ import exiv2
 from defusedxml import DefusedXmlException
 
 from distill.errors import DistillError
+from distill.safefs import partial_path
 
 exiv2.LogMsg.setLevel(exiv2.LogMsg.Level.mute)  # failures reach the user as XmpError instead
 
@@ -111,11 +111,11 @@ def write_sidecar(sidecar: Path, rating: int, pick_label: int,
     """Set the rating, pick label and our keywords (e.g. `distill/blurry`) in `sidecar`,
     creating it or merging into it."""
     sidecar = Path(sidecar)
-    partial = sidecar.with_name(f".{sidecar.name}.distill-partial")
+    partial = partial_path(sidecar)
     try:
         if sidecar.exists():
-            check_untrusted(sidecar)
-            shutil.copyfile(sidecar, partial)
+            # exiv2 merges into exactly the bytes defusedxml checked, read once
+            partial.write_bytes(check_untrusted(sidecar))
             image = _open(partial)
             if image.mimeType() != "application/rdf+xml":
                 raise XmpError(f"{sidecar}: not an XMP packet ({image.mimeType()}); left untouched")
@@ -138,9 +138,10 @@ def write_sidecar(sidecar: Path, rating: int, pick_label: int,
 
 def read_sidecar(sidecar: Path) -> dict[str, str]:
     """Every XMP property of a sidecar, as {"Xmp.prefix.Name": value} (exiv2's keys)."""
-    check_untrusted(Path(sidecar))
+    data = check_untrusted(Path(sidecar))
     try:
-        image = _open(Path(sidecar))
+        image = exiv2.ImageFactory.open(data)  # the checked bytes, not the file again
+        image.readMetadata()
         return {datum.key(): datum.toString() for datum in image.xmpData()}
     except exiv2.Exiv2Error as exc:
         raise XmpError(f"{sidecar}: exiv2 cannot read it ({exc})") from None
