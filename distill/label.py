@@ -44,11 +44,15 @@ SHAPING_DECODE_KEYS = ("max_side", "draft", "min_side", "max_pixels")
 def run_shape(config: LabelConfig) -> dict:
     """Everything that shapes a run's rows, as JSON: a resume must ask for exactly this.
     (Workers, threads and batch size change only the speed.)"""
-    shape = {"source": config.source, "teachers": config.teachers,
-             "shard_size": config.shard_size,
-             "decode": {key: getattr(config.decode, key) for key in SHAPING_DECODE_KEYS},
-             "fusion": to_dict(config.fusion)}
-    return json.loads(json.dumps(shape, default=str))
+    return _as_json({"source": config.source, "teachers": config.teachers,
+                     "shard_size": config.shard_size,
+                     "decode": {key: getattr(config.decode, key) for key in SHAPING_DECODE_KEYS},
+                     "fusion": to_dict(config.fusion)})
+
+
+def _as_json(value):
+    """What `value` reads back as from run.json (tuples become lists), for comparing."""
+    return json.loads(json.dumps(value, default=str))
 
 
 def _flatten(mapping: dict, prefix: str = "") -> dict:
@@ -62,11 +66,14 @@ def _flatten(mapping: dict, prefix: str = "") -> dict:
 
 
 def check_resume(out: Path, config: LabelConfig) -> None:
-    """Refuse to add shards made with other settings to a run (rank 0 records them first)."""
+    """Refuse to add shards made with other settings to a run. A fresh run records its
+    settings; a run from before run.json existed keeps only the source check of
+    `freeze_inputs`, since what made its shards is not known."""
     path = out / RUN_FILE
     shape = run_shape(config)
     if not path.exists():
-        shards.write_json(path, shape)
+        if not (out / "inputs.parquet").exists():
+            shards.write_json(path, shape)
         return
     recorded, asked = _flatten(json.loads(path.read_text())), _flatten(shape)
     differs = sorted(key for key in recorded.keys() | asked.keys()
@@ -85,7 +92,7 @@ def record_fusion(out: Path, fusion: fuse.FusionConfig) -> None:
     path = Path(out) / RUN_FILE
     if path.exists():
         shape = json.loads(path.read_text())
-        shape["fusion"] = json.loads(json.dumps(to_dict(fusion), default=str))
+        shape["fusion"] = _as_json(to_dict(fusion))
         shards.write_json(path, shape)
 
 

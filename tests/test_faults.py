@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -80,6 +81,20 @@ def test_5_fuse_changes_what_a_resume_must_ask_for(photos, tmp_path):
     assert label(photos, out).returncode == 0
     assert distill("fuse", "--labels", out, "--keep-threshold", "7").returncode == 0
     assert_one_line(label(photos, out), "fusion.keep_threshold", "distill fuse")
+
+
+def test_5_a_run_from_before_run_json_keeps_its_source_check(photos, tmp_path):
+    """A wrong resume of a run that predates run.json is refused, and records nothing that
+    would then refuse the right one."""
+    out = tmp_path / "run"
+    assert label(photos, out, "--shard-size", "2", "--max-shards", "1").returncode == 0
+    (out / "run.json").unlink()  # as a run labeled by an earlier version
+    other = tmp_path / "other"
+    shutil.copytree(photos, other)
+    assert_one_line(label(other, out, "--shard-size", "2"), "another source")
+    assert not (out / "run.json").exists()
+    done = label(photos, out, "--shard-size", "2")
+    assert done.returncode == 0 and "labeled 6  errors 0" in done.stdout, done.stderr
 
 
 # ---------------------------------------------------------------- 6: no pickles on --resume
