@@ -80,9 +80,7 @@ def decode_raw(data: bytes, *, draft_size: int | None = None, **opts) -> Decoded
     except (rawpy.LibRawError, ValueError) as exc:
         raise DecodeError(f"not a RAW file libraw can read: {type(exc).__name__}") from None
     with raw:
-        width, height = raw.sizes.width, raw.sizes.height
-        if raw.sizes.flip in (5, 6):
-            width, height = height, width
+        width, height = _raw_size(raw)
         try:
             thumb = raw.extract_thumb()
         except (rawpy.LibRawError, ValueError):
@@ -99,6 +97,27 @@ def decode_raw(data: bytes, *, draft_size: int | None = None, **opts) -> Decoded
     Image.fromarray(pixels).save(buffer, format="PPM")
     return _as_raw(decode_bytes(buffer.getvalue(), **opts), data, width, height,
                    "raw: half-size demosaic")
+
+
+def _raw_size(raw) -> tuple[int, int]:
+    """The sensor's output size, turned as the camera held it."""
+    width, height = raw.sizes.width, raw.sizes.height
+    return (height, width) if raw.sizes.flip in (5, 6) else (width, height)
+
+
+def header_size(data: bytes, name: str | os.PathLike) -> tuple[int, int]:
+    """Width and height without decoding pixels: Pillow's header, or libraw's for a RAW
+    (whose TIFF-like container Pillow would read as its thumbnail, or not at all)."""
+    try:
+        if Path(str(name)).suffix.lower() in RAW_EXTENSIONS:
+            import rawpy
+
+            with rawpy.imread(io.BytesIO(data)) as raw:
+                return _raw_size(raw)
+        with Image.open(io.BytesIO(data)) as header:
+            return header.size
+    except Exception as exc:  # noqa: BLE001 - Pillow and libraw raise many kinds; one reason
+        raise DecodeError(f"not an image: {type(exc).__name__}: {exc}") from None
 
 
 def _raw_capture_time(data: bytes) -> str | None:

@@ -17,13 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-from PIL import Image
 from scipy.special import expit
 from tqdm import tqdm
 
 from distill import shards, xmp
 from distill.bench_data import load_ava
-from distill.decode import DecodeError, find_images, read_bytes
+from distill.decode import DecodeError, find_images, header_size, read_bytes
 from distill.errors import DistillError
 from distill.fuse import FusionConfig
 from distill.label import image_id
@@ -33,11 +32,7 @@ HUMAN = "human"
 
 def _identity(path: Path) -> dict:
     data = read_bytes(path)
-    try:
-        with Image.open(path) as header:  # size from the header; no pixels decoded
-            width, height = header.size
-    except (OSError, SyntaxError) as exc:
-        raise DecodeError(f"not an image: {exc}") from None
+    width, height = header_size(data, path)  # no pixels decoded
     return {"sha1": hashlib.sha1(data).hexdigest(), "width": width, "height": height}
 
 

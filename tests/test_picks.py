@@ -93,3 +93,18 @@ def test_finetune_of_another_architecture_is_one_line(picked, student_file, tmp_
 def test_import_labels_needs_one_kind_of_input(picked, tmp_path):
     assert_one_line(distill("import-labels"), "--from-xmp")
     assert_one_line(distill("import-labels", "--from-xmp", picked), "--out")
+
+
+def test_raw_picks_are_labels_too(skimage_photos, tmp_path):
+    """A RAW's size comes from libraw: Pillow alone would refuse the DNG as no image."""
+    from benchmarks.camera_files import write_dng
+    from distill.human import xmp_to_labels
+
+    folder = tmp_path / "card"
+    folder.mkdir()
+    write_dng(Image.open(skimage_photos["coffee"]).convert("RGB"), folder / "IMG_0001.DNG")
+    (folder / "IMG_0001.xmp").write_text(LIGHTROOM_REJECT, encoding="utf-8")
+    summary = xmp_to_labels(folder, tmp_path / "run", progress=False)
+    assert (summary["labeled"], summary["errors"]) == (1, 0)
+    (row,) = shards.read_labels(tmp_path / "run").to_pylist()
+    assert (row["label"], row["width"], row["height"]) == ("trash", 600, 400)
