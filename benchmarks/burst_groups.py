@@ -125,8 +125,7 @@ def pair_scores(truth: list[dict], group_of: dict[str, int]) -> dict:
 def distill_groups(folder: Path, truth: list[dict], similarity: float, burst_seconds,
                    quality_of) -> tuple[dict, dict]:
     """Our grouping, as `distill cull` computes it (decode → descriptor → decide)."""
-    from distill.cull import describe
-    from distill.decide import DecideOptions, decide
+    from distill.culling import DecideOptions, decide, describe
     from distill.decode import decode_path
 
     photos = []
@@ -206,7 +205,7 @@ def main() -> None:
     from teachers.technical import SUBSCORE_WEIGHTS, measure, subscores
 
     if args.model:
-        from distill.cull import load_model
+        from students import load_model
 
         student = load_model(Path(args.model))
 

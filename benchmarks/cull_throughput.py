@@ -59,7 +59,7 @@ def main() -> None:
 
     import torch
 
-    from distill.cull import cull
+    from distill.culling import cull
     from distill.decode import decode_named, read_bytes
     from students import create_student
     from students.checkpoint import save_student

@@ -160,7 +160,7 @@ def write_labels_run(out: Path, items: list[Item], quality: list[float] | None =
 
     import pyarrow as pa
 
-    from distill import shards
+    from distill import run_folder
 
     quality = quality if quality is not None else [5.0] * len(items)
     for index, start in enumerate(range(0, max(len(items), 1), shard_size)):
@@ -182,8 +182,8 @@ def write_labels_run(out: Path, items: list[Item], quality: list[float] | None =
         })
         vectors = None if embeddings is None else embeddings[start:start + shard_size]
         errors = pa.table({name: pa.array([], field.type) for name, field in
-                           zip(shards.ERROR_SCHEMA.names, shards.ERROR_SCHEMA)})
-        shards.write_shard(out, index, labels, errors, vectors)
+                           zip(run_folder.ERROR_SCHEMA.names, run_folder.ERROR_SCHEMA)})
+        run_folder.write_shard(out, index, labels, errors, vectors)
     return out
 
 
@@ -205,7 +205,7 @@ def cluster_precision_recall(groups: list[str], labels: np.ndarray) -> dict:
 def sweep(groups: list[str], vectors: np.ndarray, signs: np.ndarray | None,
           taus: list[float]) -> list[dict]:
     """Pair and cluster precision/recall per τ, from one exact search at the lowest τ."""
-    from distill.dedup import IndexSpec, clusters, near_duplicate_pairs
+    from distill.similar import IndexSpec, clusters, near_duplicate_pairs
 
     valid = np.any(vectors != 0, axis=1)
     a, b, sims = near_duplicate_pairs(vectors, valid, min(taus), IndexSpec(kind="flat"), signs,
@@ -226,7 +226,8 @@ def sweep(groups: list[str], vectors: np.ndarray, signs: np.ndarray | None,
 
 def end_to_end(out: Path, items: list[Item], threshold: float | None = None) -> dict:
     """`run_dedup` on a labeling run of the set; precision/recall of its clusters."""
-    from distill.dedup import DEDUP_FILE, run_dedup
+    from distill.deduplication import run_dedup
+    from distill.run_folder import DEDUP_FILE
 
     summary = run_dedup(out, threshold=threshold, progress=False)
     import pyarrow.parquet as pq
@@ -266,7 +267,7 @@ def tiny_clip_embeddings(paths: list[Path], folder: Path) -> np.ndarray:
 def hardest_non_duplicates(items: list[Item], vectors: np.ndarray, signs: np.ndarray | None,
                            count: int = 5) -> list[dict]:
     """The most similar pairs from different source photos: the margin under the default τ."""
-    from distill.dedup import IndexSpec, near_duplicate_pairs
+    from distill.similar import IndexSpec, near_duplicate_pairs
 
     a, b, sims = near_duplicate_pairs(vectors, np.any(vectors != 0, axis=1), 0.3,
                                       IndexSpec(kind="flat"), signs, progress=False)[:3]
@@ -280,7 +281,7 @@ def hardest_non_duplicates(items: list[Item], vectors: np.ndarray, signs: np.nda
 def per_edit_recall(items: list[Item], vectors: np.ndarray, signs: np.ndarray | None,
                     tau: float) -> dict[str, float]:
     """Per edit: the share of source photos whose edited copy is within τ of the original."""
-    from distill.dedup import pair_similarity
+    from distill.similar import pair_similarity
 
     original = {item.group: row for row, item in enumerate(items) if item.edit == "original"}
     copies = [row for row, item in enumerate(items)
@@ -303,8 +304,8 @@ def chosen_threshold(rows: list[dict], recall: float = 0.95) -> float | None:
 def main():
     import tempfile
 
-    from distill import descriptors
-    from distill.dedup import DEFAULT_THRESHOLD
+    from distill.deduplication import DEFAULT_THRESHOLD
+    from distill.similar import descriptors
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-clip", action="store_true", help="offline descriptor only")
@@ -368,7 +369,7 @@ def main():
 
 def _other_seed(folder: Path, seed: int, tau: float) -> dict:
     """The set rebuilt with other random crops: how much the default τ's scores move."""
-    from distill import descriptors
+    from distill.similar import descriptors
 
     items = build_accuracy_set(folder, seed=seed)
     vectors, _, _ = descriptors.offline_descriptors([i.path for i in items], progress=False)

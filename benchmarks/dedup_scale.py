@@ -70,10 +70,10 @@ def write_run(out: Path, vectors: np.ndarray) -> None:
     """Label shards for the vectors: unique sha1s (no exact file duplicates), random quality."""
     import pyarrow as pa
 
-    from distill import shards
+    from distill import run_folder
 
     rng = np.random.default_rng(1)
-    errors = shards.ERROR_SCHEMA.empty_table()
+    errors = run_folder.ERROR_SCHEMA.empty_table()
     for index, start in enumerate(range(0, len(vectors), SHARD_ROWS)):
         rows = range(start, min(start + SHARD_ROWS, len(vectors)))
         quality = rng.uniform(1, 10, len(rows))
@@ -84,7 +84,7 @@ def write_run(out: Path, vectors: np.ndarray) -> None:
             "sha1": [hashlib.sha1(str(r).encode()).hexdigest() for r in rows],
             "quality": quality,
         })
-        shards.write_shard(out, index, labels, errors, vectors[start:start + len(rows)])
+        run_folder.write_shard(out, index, labels, errors, vectors[start:start + len(rows)])
 
 
 def exact_top(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -113,8 +113,10 @@ def worker(run: Path, args) -> dict:
     import faiss
     import pyarrow.parquet as pq
 
-    from distill import descriptors, shards
-    from distill.dedup import DEDUP_FILE, IndexSpec, build_index, run_dedup
+    from distill import run_folder
+    from distill.deduplication import run_dedup
+    from distill.run_folder import DEDUP_FILE
+    from distill.similar import IndexSpec, build_index, descriptors
 
     spec = IndexSpec(kind=args.index, nlist=args.nlist, nprobe=args.nprobe, k=args.k,
                      ef_search=args.ef_search, hnsw_m=args.hnsw_m)
@@ -127,7 +129,7 @@ def worker(run: Path, args) -> dict:
 
     # Recall@1 of the same index (rebuilt the same way: seeded sample, faiss's seeded k-means)
     # against exact search, on a sample of rows as queries.
-    vectors = shards.read_embeddings(run)
+    vectors = run_folder.read_embeddings(run)
     vectors[:] = descriptors.normalise_rows(vectors)
     queries = np.sort(np.random.default_rng(2).choice(len(vectors), args.queries, replace=False))
     started = time.perf_counter()
@@ -156,7 +158,7 @@ def planted_scores(run: Path, copies: np.ndarray, originals: np.ndarray) -> dict
     """Planted near-copy pairs vs the pairs dedup's clusters imply."""
     import pyarrow.parquet as pq
 
-    from distill.dedup import DEDUP_FILE
+    from distill.run_folder import DEDUP_FILE
 
     cluster = pq.read_table(run / DEDUP_FILE, columns=["cluster_id"]).column(0).to_numpy()
     sizes = np.bincount(cluster)
@@ -170,7 +172,7 @@ def planted_scores(run: Path, copies: np.ndarray, originals: np.ndarray) -> dict
 def crossover(sizes: list[int], dim: int, threshold: float, nprobe: int,
               noise: float = NOISE) -> list[dict]:
     """All-vs-all near-duplicate search time, exact flat index vs IVF, per collection size."""
-    from distill.dedup import IndexSpec, near_duplicate_pairs
+    from distill.similar import IndexSpec, near_duplicate_pairs
 
     rows = []
     for n in sizes:
@@ -215,7 +217,7 @@ def _save(out: Path, key: str, name: str, payload) -> None:
 
 
 def main():
-    from distill.dedup import DEFAULT_THRESHOLD
+    from distill.deduplication import DEFAULT_THRESHOLD
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1_000_000)

@@ -80,7 +80,7 @@ def distill(*args) -> None:
 
 
 def agreement(model_path: Path, rows: list[dict]) -> dict:
-    from distill.cull import load_model
+    from students import load_model
 
     model = load_model(model_path)
     predicted = model.predict([Image.open(r["file"]).convert("RGB") for r in rows])

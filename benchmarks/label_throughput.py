@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from distill.config import LabelConfig, from_mapping
 from distill.decode import DecodeError, decode_bytes, decode_path
-from distill.label import decode_workers, run_label
+from distill.labeling import decode_workers, run_label
 from distill.sources import packaged_photos
 from teachers import create_teachers
 from teachers.base import library_versions

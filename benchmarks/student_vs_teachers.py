@@ -49,13 +49,12 @@ from PIL import Image, ImageFilter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from distill import fuse, shards
+from distill import run_folder, scoring
 from distill.config import from_mapping
 from distill.decode import decode_path
-from distill.export import export_student
+from distill.run_folder import read_manifest
 from distill.sources import packaged_photos
-from distill.train import quality_metrics
-from distill.train_data import read_manifest
+from distill.training import export_student, quality_metrics
 from students import load_student, preprocess
 from students.models import count_flops
 from students.onnx_runtime import load_onnx_student
@@ -196,7 +195,7 @@ def teachers_on_student_view(teachers, images: list, student, labels: Path) -> n
     views = [Image.fromarray(preprocess.prepare(image, student.preprocessing)) for image in images]
     fusion = read_manifest(labels)["config"]["fusion"]
     raw = {teacher.name: teacher.score(views).scores for teacher in teachers}
-    return fuse.fuse_columns(raw, from_mapping(fuse.FusionConfig, fusion))["quality"]
+    return scoring.fuse_columns(raw, from_mapping(scoring.FusionConfig, fusion))["quality"]
 
 
 def main() -> None:
@@ -244,7 +243,7 @@ def main() -> None:
     run_dir = work / f"student-{variant}-{args.image_size}px-{args.steps}steps"
     if not (run_dir / "student.pt").exists():
         config = Path(__file__).resolve().parents[1] / "configs" / f"distill_{args.student}.yaml"
-        run("-m", "distill.cli_train", "train", "--config", str(config),
+        run("-m", "distill.cli", "train", "--config", str(config),
             "--labels", str(work / "labels" / "train"), "--out", str(run_dir),
             "--max-steps", str(args.steps), "--set", f"data.image_size={args.image_size}",
             "--set", f"data.resize_mode={args.resize_mode}", "--set", f"seed={args.seed}",
@@ -252,7 +251,7 @@ def main() -> None:
             "--no-progress",
             *(("--resume",) if (run_dir / "checkpoints").exists() else ()))
 
-    held_out = shards.read_labels(work / "labels" / "held_out").to_pylist()
+    held_out = run_folder.read_labels(work / "labels" / "held_out").to_pylist()
     images = [decode_path(row["path"], max_side=768).image for row in held_out]  # as labeled
     truth = np.array([row["quality"] for row in held_out])
     student = load_student(run_dir / "student.pt")
@@ -285,7 +284,7 @@ def main() -> None:
                     "torch_threads": args.threads, "loadavg_before": load_before,
                     "loadavg_after": os.getloadavg(), "note": args.note},
         "libraries": library_versions("pyiqa", "timm", "numpy"),
-        "pool": {"train_images": len(shards.read_labels(work / "labels" / "train")),
+        "pool": {"train_images": len(run_folder.read_labels(work / "labels" / "train")),
                  "held_out_images": len(held_out), "held_out_bases": list(HELD_OUT),
                  "train_bases": sorted(pools["train"]),
                  "held_out_quality_mean": round(float(truth.mean()), 3),

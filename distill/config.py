@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import yaml
 
 from distill.errors import ConfigError
-from distill.fuse import FusionConfig
+from distill.scoring import FusionConfig, offline_teachers
 
 T = TypeVar("T")
 
@@ -52,8 +52,7 @@ class DecodeConfig:
 class LabelConfig:
     source: dict[str, Any]
     out: str
-    teachers: dict[str, dict[str, Any]] = dataclasses.field(
-        default_factory=lambda: {"brisque": {}, "piqe": {}, "technical": {}})
+    teachers: dict[str, dict[str, Any]] = dataclasses.field(default_factory=offline_teachers)
     shard_size: int = 1000
     batch_size: int = 16
     weights_dir: str | None = None

@@ -1,5 +1,6 @@
-"""File placement that cannot lose or overwrite a photo: the one routine every move, link and
-copy of `distill cull` goes through, and the lock that keeps two runs off one destination.
+"""Safe file-system operations: the one routine every move, link and copy of `distill cull`
+goes through, the lock that keeps two runs off one destination, the one atomic write every
+file distill creates goes through, and the one sha256 of a file.
 
 The rules, each one a way a photo was lost before:
 - nothing ever replaces an existing file: the final step is `os.link` (or, where a file system
@@ -7,7 +8,9 @@ The rules, each one a way a photo was lost before:
 - a copy (a move to another file system) is written under a temporary name in the destination
   folder, fsynced, and checked for size and sha256 against the source before it takes its name,
   so a full disk or a kill mid-copy leaves a temporary file, never a truncated photo;
-- the source of a move is removed only after the target is in place and verified.
+- the source of a move is removed only after the target is in place and verified;
+- a file distill writes (shards, manifests, students, exports, sidecars, weights) is written
+  under a temporary name beside it and renamed over it when complete (`atomic_write`).
 """
 
 from __future__ import annotations
@@ -16,7 +19,11 @@ import errno
 import fcntl
 import hashlib
 import os
+import secrets
 import shutil
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Self
 
@@ -40,6 +47,29 @@ def sha256_file(path: Path) -> str:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+@contextmanager
+def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary name beside `path` to write to, renamed over `path` when the block ends:
+    a reader never sees half a file. On failure the temporary file is removed, and an OS
+    error that names no file (a full disk seen on close) names `path`. The name carries host,
+    pid and a random part, so writers on a shared file system never collide."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}."
+                             f"{secrets.token_hex(3)}.partial")
+    try:
+        yield partial
+        os.replace(partial, path)
+    except OSError as exc:  # a full disk: leave no partial file, and name the file
+        partial.unlink(missing_ok=True)
+        if exc.filename is None:
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
+        raise
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
 
 
 def free_name(target: Path, accept=lambda candidate: True) -> Path:

@@ -42,3 +42,14 @@ def load_student(path):
     from students.checkpoint import load_student as load
 
     return load(path)
+
+
+def load_model(path):
+    """A student.pt or student.onnx, as an object with predict(images) -> quality, keep_prob."""
+    from pathlib import Path
+
+    if Path(path).suffix == ".onnx":
+        from students.onnx_runtime import load_onnx_student
+
+        return load_onnx_student(path)
+    return load_student(path)

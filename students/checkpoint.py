@@ -22,6 +22,7 @@ from PIL import Image
 from torch import nn
 
 from distill.errors import DistillError
+from distill.safefs import atomic_write
 from students import preprocess
 
 FORMAT = "distill-student/1"
@@ -56,10 +57,8 @@ def save_student(path: Path, model: nn.Module, name: str, opts: dict, preprocess
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "preprocessing": preprocessing, "outputs": output_names(rating_bins), "card": card,
     }
-    path = Path(path)
-    partial = path.with_name(f".{path.name}.partial")
-    torch.save(payload, partial)
-    partial.replace(path)
+    with atomic_write(path) as partial:
+        torch.save(payload, partial)
 
 
 @dataclass

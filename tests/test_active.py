@@ -12,11 +12,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from distill import shards
-from distill.active import build_queue, import_labels, select
-from distill.audit import build_audit
+from distill import run_folder
 from distill.config import LabelConfig, from_mapping
-from distill.label import run_label
+from distill.labeling import run_label
+from distill.review import build_audit, build_queue, import_labels, select
 from tests.test_label import _photos
 
 
@@ -61,7 +60,7 @@ def test_queue_files_and_sheet(labeled, tmp_path):
 
 
 def test_import_labels_overrides_the_training_targets(labeled, tmp_path):
-    table = shards.read_labels(labeled).to_pylist()
+    table = run_folder.read_labels(labeled).to_pylist()
     trash_it, score_it = table[0], table[1]
     labels_csv = tmp_path / "human.csv"
     labels_csv.write_text("image_id,path,human_label,human_score\n"
@@ -72,7 +71,7 @@ def test_import_labels_overrides_the_training_targets(labeled, tmp_path):
                              "--labels", str(labeled)], capture_output=True, text=True,
                             check=False, timeout=120)
     assert result.returncode == 0, result.stderr
-    training = {r["image_id"]: r for r in shards.read_training_labels(labeled).to_pylist()}
+    training = {r["image_id"]: r for r in run_folder.read_training_labels(labeled).to_pylist()}
     assert len(training) == len(table)
     assert training[trash_it["image_id"]]["source"] == "human"
     assert (training[trash_it["image_id"]]["label"], training[trash_it["image_id"]]["keep_prob"]) == ("trash", 0.0)
@@ -87,7 +86,7 @@ def test_import_labels_overrides_the_training_targets(labeled, tmp_path):
 def test_bad_human_label_names_the_line(labeled, tmp_path):
     from distill.errors import DistillError
 
-    first = shards.read_labels(labeled).column("image_id")[0].as_py()
+    first = run_folder.read_labels(labeled).column("image_id")[0].as_py()
     bad = tmp_path / "bad.csv"
     bad.write_text(f"image_id,human_label\n{first},maybe\n")
     with pytest.raises(DistillError, match="bad.csv:2: human_label must be keep or trash"):

@@ -24,11 +24,10 @@ from scipy import stats
 from sklearn import metrics as skm
 from sklearn.calibration import calibration_curve
 
-from distill.bench import compare_reports, run_bench
-from distill.bench_data import in_hash_test_split, load_dataset
-from distill.bench_predict import TeacherPredictor
-from distill.cli_bench import bench
+from distill.benchmarking import TeacherPredictor, compare_reports, run_bench
+from distill.cli.bench import bench
 from distill.errors import DistillError
+from distill.human_scores import in_hash_test_split, load_dataset
 from teachers import create_teacher
 from teachers.clip_aesthetic import build_head
 

@@ -10,12 +10,12 @@ import pytest
 import yaml
 from PIL import Image, ImageFilter
 
-from distill import shards
-from distill.calibrate import calibrate
+from distill import run_folder
 from distill.config import LabelConfig, from_mapping
 from distill.errors import DistillError
-from distill.fuse import FusionConfig
-from distill.label import run_label
+from distill.labeling import fit_fusion as calibrate
+from distill.labeling import run_label
+from distill.scoring import FusionConfig
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,7 @@ def test_cli_saves_a_config_fuse_applies(rated_run, tmp_path):
                               "--config", str(target)], capture_output=True, text=True,
                              check=False, timeout=120)
     assert applied.returncode == 0, applied.stderr
-    rows = shards.read_labels(out).to_pylist()
+    rows = run_folder.read_labels(out).to_pylist()
     assert all(r["label"] == ("keep" if r["quality"] >= fusion.keep_threshold else "trash") for r in rows)
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from distill.score import read_embeddings
+from distill.similar import read_embeddings
 from teachers import create_teacher
 from teachers.clip_aesthetic import ClipAestheticTeacher, build_head, load_head
 from tests.conftest import rng_image

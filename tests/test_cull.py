@@ -28,8 +28,7 @@ import torch
 from PIL import Image
 
 from distill import safefs
-from distill.cull import JOURNAL, CullOptions, cull
-from distill.decide import DecideOptions
+from distill.culling import JOURNAL, CullOptions, DecideOptions, cull
 from distill.xmp import PICK_LABEL, RATING, read_sidecar, write_sidecar
 from tests.test_label import _photos
 
@@ -432,7 +431,7 @@ def test_10_a_damaged_student_file_is_one_line(damage, folder, student_file, tmp
     else:
         import onnx
 
-        from distill.export import export_student
+        from distill.training import export_student
         exported = export_student(student_file, "onnx", tmp_path / "student.onnx")
         model = onnx.load(exported["model"])
         for prop in model.metadata_props:

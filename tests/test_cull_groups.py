@@ -15,8 +15,7 @@ from PIL import Image, ImageFilter
 
 from benchmarks.burst_groups import build_bursts, burst_sources, write_exif_time
 from benchmarks.camera_files import write_dng, write_heic
-from distill.cull import CullOptions, cull
-from distill.decide import DecideOptions
+from distill.culling import CullOptions, DecideOptions, cull
 from distill.xmp import read_sidecar
 from tests.test_cull import _hashes, _report, assert_each_photo_once, cli
 

@@ -21,16 +21,11 @@ from benchmarks.dedup_accuracy import (
     tiny_clip_embeddings,
     write_labels_run,
 )
-from distill import descriptors
-from distill.cli_dedup import dedup as dedup_command
-from distill.dedup import (
-    DEFAULT_THRESHOLD,
-    IndexSpec,
-    load_dedup,
-    near_duplicate_pairs,
-    run_dedup,
-)
+from distill.cli.dedup import dedup as dedup_command
+from distill.deduplication import DEFAULT_THRESHOLD, run_dedup
 from distill.errors import DistillError
+from distill.run_folder import load_dedup
+from distill.similar import IndexSpec, descriptors, near_duplicate_pairs
 
 FEW_SOURCES = ("chelsea", "coffee", "camera")
 # crop80, the edit the offline descriptor misses most, is left to the accuracy test's statistics.

@@ -14,9 +14,9 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from distill import export as exporting
-from distill.cli_train import export as export_command
+from distill.cli.train import export as export_command
 from distill.errors import DistillError
+from distill.training import export as exporting
 from students import create_student, load_student, preprocess
 from students.checkpoint import save_student
 

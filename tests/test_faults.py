@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from distill import shards
+from distill import run_folder
 from tests.conftest import fill_up
 from tests.test_label import _photos
 from tests.test_train import write_label_run
@@ -71,7 +71,7 @@ def test_5_a_resume_with_other_options_is_refused(change, key, photos, tmp_path)
     assert sorted(p.name for p in (out / "shards").glob("labels-*")) == ["labels-00000.parquet"]
     done = label(photos, out, "--shard-size", "2")  # the same options finish it
     assert done.returncode == 0 and "labeled 6  errors 0" in done.stdout, done.stderr
-    rows = shards.read_labels(out).to_pylist()
+    rows = run_folder.read_labels(out).to_pylist()
     assert len(rows) == len({r["image_id"] for r in rows}) == 6
     assert all(set(r) >= {"score_technical"} and "score_piqe" not in r for r in rows)
 
@@ -216,9 +216,9 @@ def test_10_atomic_writes_leave_nothing_on_a_full_disk(mount_tmpfs):
     full = mount_tmpfs("full", "size=256k")
     fill_up(full)
     with pytest.raises(OSError) as caught:
-        shards.write_json(full / "big.json", {"rows": list(range(200_000))})
+        run_folder.write_json(full / "big.json", {"rows": list(range(200_000))})
     assert caught.value.filename == str(full / "big.json")
     assert [p.name for p in full.iterdir()] == ["filler"], "no partial file left behind"
     (full / "filler").unlink()
-    shards.write_json(full / "big.json", {"rows": [1]})
+    run_folder.write_json(full / "big.json", {"rows": [1]})
     assert (full / "big.json").exists()

@@ -10,8 +10,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from distill import shards
-from distill.human import ava_to_labels
+from distill import run_folder
+from distill.review import ava_to_labels
 
 VOTES = {  # id -> vote counts for 1..10
     "1001": [0, 0, 0, 1, 4, 10, 6, 2, 0, 0],
@@ -41,7 +41,7 @@ def _means():
 def test_threshold_conversion(ava_root, tmp_path):
     summary = ava_to_labels(ava_root, tmp_path / "out", threshold=6.0, progress=False)
     assert (summary["inputs"], summary["labeled"], summary["errors"]) == (5, 4, 1)
-    rows = {Path(r["path"]).stem: r for r in shards.read_labels(tmp_path / "out").to_pylist()}
+    rows = {Path(r["path"]).stem: r for r in run_folder.read_labels(tmp_path / "out").to_pylist()}
     for ava_id, mean in _means().items():
         if ava_id == "1005":
             continue
@@ -61,6 +61,6 @@ def test_percentile_conversion_via_cli(ava_root, tmp_path):
                              "--no-progress"], capture_output=True, text=True, check=False, timeout=120)
     assert result.returncode == 0, result.stderr
     cutoff = float(np.percentile(list(_means().values()), 50))
-    rows = shards.read_labels(tmp_path / "out").to_pylist()
+    rows = run_folder.read_labels(tmp_path / "out").to_pylist()
     assert [r["label"] for r in rows] == ["keep" if r["quality"] >= cutoff else "trash" for r in rows]
 

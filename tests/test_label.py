@@ -17,8 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from distill import shards
-from distill.label import threaded_batches
+from distill import run_folder
+from distill.labeling import threaded_batches
 from tests.test_decode import _png_claiming
 
 GOOD = 12  # real photos and crops of them, enough for several shards
@@ -46,7 +46,7 @@ def distill(*args, env_extra=None, **kwargs):
 
 
 def _rows(out: Path) -> list[dict]:
-    return shards.read_labels(out).sort_by("image_id").to_pylist()
+    return run_folder.read_labels(out).sort_by("image_id").to_pylist()
 
 
 def test_label_run_writes_the_documented_layout(photo_folder, tmp_path):
@@ -127,7 +127,7 @@ def test_every_bad_input_is_recorded_and_the_run_completes(photo, tmp_path):
     assert result.returncode == 0, result.stderr
     table = pq.read_table(tmp_path / "out" / "errors.parquet")
     errors = {Path(row["path"]).name: row["reason"] for row in table.to_pylist()}
-    labeled = {Path(p).name for p in shards.read_labels(tmp_path / "out").column("path").to_pylist()}
+    labeled = {Path(p).name for p in run_folder.read_labels(tmp_path / "out").column("path").to_pylist()}
     for name, reason in expected.items():
         if reason is None:
             assert name in labeled, name
@@ -165,11 +165,11 @@ def test_killed_run_resumes_to_exactly_the_uninterrupted_rows(photo_folder, tmp_
                                env=dict(os.environ, OMP_NUM_THREADS="1"),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
-    while not shards.labels_path(killed, 1).exists() and time.monotonic() < deadline:
+    while not run_folder.labels_path(killed, 1).exists() and time.monotonic() < deadline:
         time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    done_at_kill = len(shards.completed_shards(killed))
+    done_at_kill = len(run_folder.completed_shards(killed))
     assert 2 <= done_at_kill < GOOD // 2, f"kill landed after {done_at_kill} shards"
 
     result = distill("label", *args, "--out", str(killed))
@@ -230,7 +230,7 @@ def test_clip_embeddings_are_stored_row_aligned(photo_folder, tmp_path):
 
     from distill.config import LabelConfig, from_mapping
     from distill.decode import decode_path
-    from distill.label import run_label
+    from distill.labeling import run_label
     from teachers import create_teacher
     from teachers.clip_aesthetic import build_head
     from tests.test_clip_aesthetic import TINY
@@ -246,8 +246,8 @@ def test_clip_embeddings_are_stored_row_aligned(photo_folder, tmp_path):
         "teachers": {"technical": {}, "clip_aesthetic": clip}, "shard_size": 5})
     summary = run_label(config, progress=False)
     assert summary["labeled"] == GOOD
-    labels = shards.read_labels(tmp_path / "out")
-    embeddings = shards.read_embeddings(tmp_path / "out")
+    labels = run_folder.read_labels(tmp_path / "out")
+    embeddings = run_folder.read_embeddings(tmp_path / "out")
     assert embeddings.dtype == np.float16 and embeddings.shape == (GOOD, 32)
     np.testing.assert_allclose(np.linalg.norm(embeddings.astype(np.float32), axis=1), 1, atol=2e-3)
     # Row alignment: the shard's embedding for a photo is that photo's embedding.

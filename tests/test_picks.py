@@ -13,8 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from distill import shards
-from distill.human import pick_from_sidecar
+from distill import run_folder
+from distill.review import pick_from_sidecar
 from distill.xmp import PICK_LABEL, RATING, write_sidecar
 from students import load_student
 from tests.test_faults import assert_one_line, distill
@@ -57,7 +57,7 @@ def test_import_picks_and_finetune_a_student(picked, student_file, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "8 of 10 photos carry a pick (keep 4, trash 4; 1 unrated, 1 unreadable)" in \
         result.stdout, result.stdout
-    rows = {Path(r["path"]).name: r for r in shards.read_labels(run).to_pylist()}
+    rows = {Path(r["path"]).name: r for r in run_folder.read_labels(run).to_pylist()}
     assert sorted(rows) == [f"p{i}.jpg" for i in range(8)]
     assert {rows[f"p{i}.jpg"]["label"] for i in range(4)} == {"keep"}
     assert {rows[f"p{i}.jpg"]["label"] for i in range(4, 8)} == {"trash"}
@@ -98,7 +98,7 @@ def test_import_labels_needs_one_kind_of_input(picked, tmp_path):
 def test_raw_picks_are_labels_too(skimage_photos, tmp_path):
     """A RAW's size comes from libraw: Pillow alone would refuse the DNG as no image."""
     from benchmarks.camera_files import write_dng
-    from distill.human import xmp_to_labels
+    from distill.review import xmp_to_labels
 
     folder = tmp_path / "card"
     folder.mkdir()
@@ -106,5 +106,5 @@ def test_raw_picks_are_labels_too(skimage_photos, tmp_path):
     (folder / "IMG_0001.xmp").write_text(LIGHTROOM_REJECT, encoding="utf-8")
     summary = xmp_to_labels(folder, tmp_path / "run", progress=False)
     assert (summary["labeled"], summary["errors"]) == (1, 0)
-    (row,) = shards.read_labels(tmp_path / "run").to_pylist()
+    (row,) = run_folder.read_labels(tmp_path / "run").to_pylist()
     assert (row["label"], row["width"], row["height"]) == ("trash", 600, 400)

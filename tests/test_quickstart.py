@@ -11,8 +11,9 @@ import pyarrow.parquet as pq
 from PIL import Image
 from scipy.stats import spearmanr
 
-from distill import shards
-from distill.train_data import DataConfig, load_labels, split
+from distill import run_folder
+from distill.training import DataConfig
+from distill.training.data import load_labels, split
 from students import load_student
 
 # At --size small (120 steps, 107 training images) the student's ranking of its own training
@@ -39,7 +40,7 @@ def test_quickstart_small_runs_every_stage(tmp_path):
     assert dedup.num_rows == manifest["labeled"]
     planted = [p for p in pool if p.stem.endswith("-dup")]
     dropped = set(dedup.filter(dedup.column("is_duplicate")).column("image_id").to_pylist())
-    ids = {Path(p).stem: i for p, i in zip(*shards.read_labels(workdir / "labels")
+    ids = {Path(p).stem: i for p, i in zip(*run_folder.read_labels(workdir / "labels")
                                           .select(["path", "image_id"]).to_pydict().values())}
     caught = sum(1 for p in planted if ids[p.stem] in dropped or ids[p.stem.removesuffix("-dup")] in dropped)
     assert caught == len(planted), "every planted near duplicate (or its original) is dropped"

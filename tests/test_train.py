@@ -22,11 +22,11 @@ import torch
 from PIL import Image, ImageFilter
 from scipy import stats
 
-from distill import shards
+from distill import run_folder
 from distill.config import from_mapping
 from distill.errors import ConfigError, DistillError
-from distill.train import TrainConfig, run_train
-from distill.train_data import EpochSampler, balance_weights, load_labels, split
+from distill.training import TrainConfig, run_train
+from distill.training.data import EpochSampler, balance_weights, load_labels, split
 from students import create_student, list_students, load_student
 from students.losses import LossConfig, distillation_loss
 from teachers.weights import sha256_of
@@ -59,8 +59,8 @@ def write_label_run(out: Path, photos: dict[str, Path], count: int = 40, seed: i
                      "confidence": float(rng.uniform(0.5, 1.0)), "label": "keep", "tier": 1,
                      "dist_nima": list(np.histogram(rng.normal(quality, 1, 50), 10,
                                                     (0.5, 10.5))[0] / 50.0)})
-    shards.write_table(shards.labels_path(out, 0), pa.Table.from_pylist(rows))
-    shards.write_json(out / "manifest.json", {
+    run_folder.write_table(run_folder.labels_path(out, 0), pa.Table.from_pylist(rows))
+    run_folder.write_json(out / "manifest.json", {
         "config": {"fusion": {"keep_threshold": 6.0, "temperature": 0.5,
                               "normalisation": "reference"}},
         "teachers": [{"teacher": "generated", "weights": []}]})
@@ -100,7 +100,7 @@ def tiny_config(labels: Path, out: Path, **overrides) -> TrainConfig:
 
 
 def train_cli(*args, timeout=300, **popen):
-    command = [sys.executable, "-m", "distill.cli_train", "train", *args]
+    command = [sys.executable, "-m", "distill.cli", "train", *args]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     if popen:
         return subprocess.Popen(command, env=env, **popen)
@@ -267,13 +267,13 @@ def test_balanced_sampler_evens_out_score_bins():
 def test_dedup_and_human_labels_shape_the_training_rows(label_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(label_run, run)
-    pseudo = {r["image_id"]: r for r in shards.read_labels(run).to_pylist()}
-    shards.write_table(run / "dedup.parquet", pa.table({
+    pseudo = {r["image_id"]: r for r in run_folder.read_labels(run).to_pylist()}
+    run_folder.write_table(run / "dedup.parquet", pa.table({
         "image_id": ["img001", "img002", "img003"], "cluster_id": [0, 0, 1],
         "is_duplicate": [True, False, None], "dup_of": ["img002", None, None],
         "similarity": [0.99, 1.0, 1.0]}))
     # img004: a scored human label whose row lacks the path; img005: keep/trash only.
-    shards.write_table(run / "human.parquet", pa.Table.from_pylist([
+    run_folder.write_table(run / "human.parquet", pa.Table.from_pylist([
         {"image_id": "img004", "source": "human", "path": None, "quality": 9.5, "keep_prob": 1.0,
          "confidence": 1.0},
         {"image_id": "img005", "source": "human", "path": pseudo["img005"]["path"],
@@ -301,7 +301,7 @@ def test_dedup_and_human_labels_shape_the_training_rows(label_run, tmp_path):
 def test_missing_labels_and_bad_keys_are_one_line_errors(label_run, tmp_path):
     from click.testing import CliRunner
 
-    from distill.cli_train import train
+    from distill.cli.train import train
 
     with pytest.raises(DistillError, match="no label shards"):
         load_labels(tmp_path)
@@ -406,7 +406,7 @@ def test_two_processes_keep_identical_parameters(label_run, tmp_path):
     out = tmp_path / "ddp"
     result = subprocess.run(
         [str(torchrun), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port",
-         str(_free_port()), "-m", "distill.cli_train", "train", "--labels", str(label_run),
+         str(_free_port()), "-m", "distill.cli", "train", "--labels", str(label_run),
          "--student", "tiny", "--out", str(out), "--max-steps", "6", "--batch-size", "4",
          "--no-progress", "--set", f"data.image_size={SIDE}", "--set", "data.cache=true",
          "--set", "tensorboard=false", "--set", "eval_every=3"],
@@ -423,7 +423,7 @@ def test_two_processes_keep_identical_parameters(label_run, tmp_path):
 # ---------------------------------------------------------------- function matching
 
 def test_function_matching_teachers_label_the_crop_being_trained_on(label_run, tmp_path):
-    from distill.train_data import TeacherTargets, build_data
+    from distill.training.data import TeacherTargets, build_data
 
     config = tiny_config(label_run, tmp_path / "fm", function_matching={"enabled": True},
                          optim={"batch_size": 4, "max_steps": 2, "warmup_steps": 1})
@@ -474,7 +474,7 @@ def test_imagenet_init_comes_from_the_weights_folder_or_is_said_random(isolated_
 
 
 def test_teacher_scale_follows_the_scale_the_labels_were_made_at(label_run, tmp_path):
-    from distill.train_data import resize_size
+    from distill.training.data import resize_size
 
     run = tmp_path / "labels"
     shutil.copytree(label_run, run)

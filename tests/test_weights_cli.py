@@ -97,7 +97,7 @@ def test_bad_teacher_option_names_the_key(photo, tmp_path):
 
 
 def test_named_teacher_sets_expand_with_their_options():
-    from distill.score import expand_teacher_sets
+    from distill.scoring import expand_teacher_sets
 
     assert expand_teacher_sets(["offline"]) == (["brisque", "piqe", "technical"], {})
     names, options = expand_teacher_sets(["full", "piqe"])

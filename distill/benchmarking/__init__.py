@@ -1,0 +1,7 @@
+"""Bench stage: a teacher or a student against human scores (AVA, EVA, KonIQ-10k, a CSV)."""
+
+from distill.benchmarking.predict import TeacherPredictor, load_predictor
+from distill.benchmarking.run import BenchOptions, compare_reports, default_out_dir, run_bench
+
+__all__ = ["BenchOptions", "TeacherPredictor", "compare_reports", "default_out_dir",
+           "load_predictor", "run_bench"]

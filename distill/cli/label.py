@@ -1,0 +1,102 @@
+"""`distill label`, `distill fuse` and `distill calibrate`: parse, call `distill.labeling`."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from distill.cli._common import CONTEXT, NO_PROGRESS_OPTION, WEIGHTS_DIR_OPTION
+from distill.errors import DistillCommand
+
+
+@click.command(cls=DistillCommand, context_settings=CONTEXT)
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="YAML config (see configs/label_*.yaml); the flags below override it.")
+@click.option("--source", default=None,
+              help="A folder, file list (.txt/.csv), parquet or tar shards; the kind is guessed.")
+@click.option("--teachers", "teacher_names", default=None,
+              help="Comma-separated teachers or a named set (default: offline).")
+@click.option("--out", default=None, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--shard-size", type=int, default=None, help="Inputs per shard (default 1000).")
+@click.option("--batch-size", type=int, default=None, help="Images per teacher batch (default 16).")
+@click.option("--workers", type=int, default=None,
+              help="DataLoader processes decoding ahead of the teachers (default: none on "
+              "<= 2 cores per process, else cores/4).")
+@click.option("--decode-threads", type=int, default=None,
+              help="Without worker processes: threads decoding ahead in the labeling process "
+              "(default 0: decode between teacher batches, fastest when the teachers use every core).")
+@click.option("--max-side", type=int, default=None,
+              help="Long side the teachers see, px (default 768; JPEGs decode in draft mode).")
+@click.option("--max-shards", type=click.IntRange(min=1), default=None,
+              help="Label at most this many shards now and stop; the same command resumes.")
+@WEIGHTS_DIR_OPTION
+@NO_PROGRESS_OPTION
+def label(config_file, teacher_names, no_progress, **options):
+    """Pseudo-label a pool of images into resumable parquet shards.
+
+    Writes OUT/shards/labels-NNNNN.parquet (+ embeddings-NNNNN.npy for CLIP teachers),
+    OUT/errors.parquet and OUT/manifest.json. Killed runs resume exactly with the same
+    command. Under `torchrun --nproc_per_node N` or `accelerate launch` each process labels
+    its own shards. Example:
+
+        distill label --source ~/photos --teachers brisque,piqe --out runs/photos
+    """
+    from distill.labeling import label as run
+
+    summary = run(config_file, teachers=teacher_names, **options, progress=not no_progress)
+    if summary:
+        _print_summary(summary, summary["out"])
+
+
+def _print_summary(summary: dict, out: str) -> None:
+    tiers = summary["tiers"]
+    ratio = "n/a" if summary["keep_ratio"] is None else f"{summary['keep_ratio']:.1%}"
+    click.echo(
+        f"inputs {summary['inputs']}  labeled {summary['labeled']}  errors {summary['errors']}  "
+        f"keep {summary['keep']} ({ratio})\n"
+        f"tiers: rejected {tiers['rejected']}  pending {tiers['pending']}  accepted {tiers['accepted']}\n"
+        f"{summary['images_per_s']} images/s over {summary['seconds']} s  ->  {out}"
+    )
+
+
+@click.command(cls=DistillCommand, context_settings=CONTEXT)
+@click.option("--labels", "labels_dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Output folder of `distill label`.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="YAML whose `fusion:` section replaces the run's (else the manifest's).")
+@click.option("--keep-threshold", type=float, default=None, help="Quality at which to keep.")
+@click.option("--keep-top-percent", type=float, default=None, help="Also keep the top P %.")
+@click.option("--normalisation", type=click.Choice(["reference", "rank"]), default=None)
+def fuse(labels_dir, config_file, keep_threshold, keep_top_percent, normalisation):
+    """Recompute norm_*, quality, keep_prob, label, tier and confidence from the stored raw
+    teacher scores, without running any teacher again."""
+    from distill.labeling import fuse as run
+
+    result = run(labels_dir, config_file, keep_threshold=keep_threshold,
+                 keep_top_percent=keep_top_percent, normalisation=normalisation)
+    click.echo(f"fused {result['rows']} rows: keep {result['keep']}, trash {result['trash']}")
+
+
+@click.command(cls=DistillCommand, context_settings=CONTEXT)
+@click.option("--labels", "labels_dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Output folder of `distill label`.")
+@click.option("--reference", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Human scores: an AVA.txt (image id = file stem of each labeled path).")
+@click.option("--save", "save_to", type=click.Path(dir_okay=False), default=None,
+              help="YAML to write the fitted `fusion:` section into (default "
+              "LABELS/fusion_calibrated.yaml); other keys of an existing file are kept.")
+@click.option("--apply", "apply_now", is_flag=True, help="Also re-fuse the shards with it now.")
+def calibrate(labels_dir, reference, save_to, apply_now):
+    """Fit fusion weights, keep threshold and temperature against human scores.
+
+    Then `distill fuse --labels LABELS --config FILE` applies them (or pass --apply).
+    """
+    from distill.labeling import calibrate as run
+
+    report = run(labels_dir, reference, save_to=save_to, apply=apply_now)
+    saved, applied = report.pop("saved"), report.pop("applied")
+    click.echo(json.dumps(report, indent=2))
+    click.echo(f"saved fusion config to {saved}")
+    if applied:
+        click.echo("re-fused the shards with it")

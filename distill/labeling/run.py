@@ -1,0 +1,338 @@
+"""Label stage: a source's images → teachers → resumable, distributed label run_folder.
+
+Read top to bottom: freeze the input list, take this process's shards, decode (inline on
+small machines, ahead in DataLoader processes or threads on bigger ones), score in batches,
+write each shard atomically, then (rank 0) fuse.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from accelerate import PartialState
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from distill import __version__, run_folder
+from distill.config import LabelConfig, from_mapping, load_yaml, to_dict
+from distill.decode import DecodeError, decode_named
+from distill.errors import ConfigError
+from distill.labeling.fusion import fuse_run
+from distill.run_folder import image_id
+from distill.scoring import expand_teacher_sets
+from distill.sources import Source, SourceItem, create_source, guess_source
+from teachers import Teacher, create_teachers
+
+SHAPING_DECODE_KEYS = ("max_side", "draft", "min_side", "max_pixels")
+
+
+def run_shape(config: LabelConfig) -> dict:
+    """Everything that shapes a run's rows, as JSON: a resume must ask for exactly this.
+    (Workers, threads and batch size change only the speed.)"""
+    return _as_json({"source": config.source, "teachers": config.teachers,
+                     "shard_size": config.shard_size,
+                     "decode": {key: getattr(config.decode, key) for key in SHAPING_DECODE_KEYS},
+                     "fusion": to_dict(config.fusion)})
+
+
+def _as_json(value):
+    """What `value` reads back as from run.json (tuples become lists), for comparing."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def _flatten(mapping: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in mapping.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def check_resume(out: Path, config: LabelConfig) -> None:
+    """Refuse to add shards made with other settings to a run. A fresh run records its
+    settings; a run from before run.json existed keeps only the source check of
+    `freeze_inputs`, since what made its shards is not known."""
+    shape = run_shape(config)
+    recorded = run_folder.read_run_shape(out)
+    if recorded is None:
+        if not (out / run_folder.INPUTS_FILE).exists():
+            run_folder.write_run_shape(out, shape)
+        return
+    recorded, asked = _flatten(recorded), _flatten(shape)
+    differs = sorted(key for key in recorded.keys() | asked.keys()
+                     if recorded.get(key) != asked.get(key))
+    if differs:
+        key = differs[0]
+        more = f" (and {len(differs) - 1} more: {', '.join(differs[1:])})" if differs[1:] else ""
+        hint = "; to change fusion, use `distill fuse`" if key.startswith("fusion.") else ""
+        raise ConfigError(f"{out} was started with {key} = {recorded.get(key)!r}, this call "
+                          f"asks for {asked.get(key)!r}{more}: resume with the run's options"
+                          f"{hint}, or use a new --out")
+
+
+def freeze_inputs(out: Path, source: Source, source_config: dict, progress: bool = False) -> pa.Table:
+    """Enumerate once and keep the list: resumes and other ranks see exactly these inputs."""
+    path = out / run_folder.INPUTS_FILE
+    fingerprint = repr(sorted(source_config.items())).encode()
+    if path.exists():
+        table = pq.read_table(path)
+        if table.schema.metadata.get(b"source") != fingerprint:
+            raise ConfigError(f"{out} was labeled from another source; use a new --out")
+        return table
+    items = list(tqdm(source.items(), desc="listing inputs", unit="img", leave=False,
+                      disable=not progress))
+    table = pa.table({
+        "image_id": [image_id(source.name, item.key) for item in items],
+        "key": [item.key for item in items],
+        "path": [item.path for item in items],
+        "locator": [item.locator for item in items],
+    }).replace_schema_metadata({"source": fingerprint})
+    seen: dict[str, str] = {}
+    for item in items:
+        if item.key in seen:
+            raise ConfigError(f"source {source.name!r} yields the key {item.key!r} twice "
+                              f"({seen[item.key]} and {item.path}); each input needs its own key")
+        seen[item.key] = item.path
+    run_folder.write_table(path, table)
+    return table
+
+
+class ShardImages(Dataset):
+    """Decodes one shard's inputs; runs inside DataLoader workers."""
+
+    def __init__(self, source: Source, items: list[SourceItem], config: LabelConfig):
+        self.source, self.items, self.decode = source, items, config.decode
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, index: int):
+        item = self.items[index]
+        try:
+            data = self.source.read(item.locator)
+            decoded = decode_named(
+                data, item.path, draft_size=self.decode.max_side if self.decode.draft else None,
+                max_side=self.decode.max_side, min_side=self.decode.min_side,
+                max_pixels=self.decode.max_pixels)
+        except DecodeError as exc:
+            return index, None, str(exc)
+        except Exception as exc:  # noqa: BLE001 - any reader failure is this input's error row
+            return index, None, f"unreadable: {type(exc).__name__}: {exc}"
+        return index, decoded, None
+
+
+@dataclass
+class ShardResult:
+    rows: list[dict] = field(default_factory=list)
+    errors: list[dict] = field(default_factory=list)
+    embeddings: list[np.ndarray] = field(default_factory=list)
+
+
+def score_batch(teachers: list[Teacher], batch: list[tuple[dict, object]], result: ShardResult):
+    """Run every teacher on a batch; an image any teacher failed on becomes an error row."""
+    outputs = {t.name: t.score([decoded.image for _, decoded in batch]) for t in teachers}
+    for position, (row, decoded) in enumerate(batch):
+        failures = [f"{name}: {out.errors[position]}" for name, out in outputs.items()
+                    if position in out.errors]
+        if failures:
+            result.errors.append({**_identity(row), "stage": "teacher", "reason": "; ".join(failures)})
+            continue
+        row.update(sha1=decoded.sha1, width=decoded.width, height=decoded.height)
+        for name, out in outputs.items():
+            row[f"score_{name}"] = float(out.scores[position])
+            if out.distributions is not None:
+                row[f"dist_{name}"] = out.distributions[position].tolist()
+            for extra, values in out.extras.items():
+                row[extra] = float(values[position])
+            if out.embeddings is not None:
+                result.embeddings.append(out.embeddings[position])
+        result.rows.append(row)
+
+
+def _identity(row: dict) -> dict:
+    return {k: row[k] for k in ("image_id", "source", "path", "shard")}
+
+
+def label_shard(index: int, inputs: pa.Table, source: Source, teachers: list[Teacher],
+                config: LabelConfig, bar: tqdm, workers: int = 0) -> ShardResult:
+    chunk = inputs.slice(index * config.shard_size, config.shard_size).to_pylist()
+    items = [SourceItem(r["key"], r["path"], r["locator"]) for r in chunk]
+    dataset = ShardImages(source, items, config)
+    if workers:
+        loader = DataLoader(dataset, batch_size=config.batch_size, num_workers=workers,
+                            prefetch_factor=config.decode.prefetch, collate_fn=list)
+    else:
+        loader = threaded_batches(dataset, config.batch_size, config.decode.threads,
+                                  config.decode.prefetch)
+    result = ShardResult()
+    for decoded_batch in loader:
+        batch = []
+        for position, decoded, reason in decoded_batch:
+            row = {"image_id": chunk[position]["image_id"], "source": source.name,
+                   "path": chunk[position]["path"], "shard": index}
+            if reason is not None:
+                result.errors.append({**row, "stage": "decode", "reason": reason})
+            else:
+                batch.append((row, decoded))
+        if batch:
+            score_batch(teachers, batch, result)
+        bar.update(len(decoded_batch))
+    return result
+
+
+def threaded_batches(dataset: Dataset, batch_size: int, threads: int, prefetch: int):
+    """Batches of `dataset` decoded by `threads` threads, `prefetch` batches ahead, in order.
+
+    Pillow releases the GIL while it decodes, so threads overlap decoding with the teachers'
+    compute without worker processes (see `DecodeConfig.threads` for when that pays off)."""
+    if threads < 1:
+        for start in range(0, len(dataset), batch_size):
+            yield [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+        return
+    with ThreadPoolExecutor(threads, thread_name_prefix="distill-decode") as pool:
+        pending: deque = deque()
+        indices = iter(range(len(dataset)))
+        while True:
+            while len(pending) < batch_size * (prefetch + 1):
+                index = next(indices, None)
+                if index is None:
+                    break
+                pending.append(pool.submit(dataset.__getitem__, index))
+            if not pending:
+                return
+            yield [pending.popleft().result() for _ in range(min(batch_size, len(pending)))]
+
+
+def write_result(out: Path, index: int, result: ShardResult) -> None:
+    rows = [{k: v for k, v in row.items() if k != "shard"} for row in result.rows]
+    labels = pa.Table.from_pylist(rows) if rows else pa.table({c: pa.array([], pa.string())
+                                                               for c in ("image_id", "source", "path")})
+    errors = pa.Table.from_pylist(result.errors, schema=run_folder.ERROR_SCHEMA)
+    embeddings = np.stack(result.embeddings) if result.embeddings else None
+    run_folder.write_shard(out, index, labels, errors, embeddings)
+
+
+def finalize(out: Path, config: LabelConfig, teachers: list[Teacher], inputs: pa.Table,
+             seconds: float, world: int) -> dict:
+    """Fuse over the whole run, merge errors, write the manifest; returns the summary."""
+    fused = fuse_run(out, config.fusion)
+    errors = run_folder.merge_errors(out)
+    labels = fused.num_rows
+    tiers = np.bincount(fused.column("tier").to_numpy(), minlength=3) if labels else np.zeros(3, int)
+    keep = int(np.sum(np.asarray(fused.column("label").to_pylist()) == "keep")) if labels else 0
+    summary = {
+        "inputs": inputs.num_rows, "labeled": labels, "errors": errors.num_rows,
+        "keep": keep, "keep_ratio": round(keep / labels, 4) if labels else None,
+        "tiers": {"rejected": int(tiers[0]), "pending": int(tiers[1]), "accepted": int(tiers[2])},
+        "seconds": round(seconds, 2),
+        "images_per_s": round(inputs.num_rows / seconds, 2) if seconds > 0 else None,
+    }
+    if summary["labeled"] + summary["errors"] != summary["inputs"]:
+        raise RuntimeError(f"labeled + errors != inputs: {summary}")
+    run_folder.write_manifest(out, {
+        "distill_version": __version__,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "config": to_dict(config),
+        "teachers": [t.provenance() for t in teachers],
+        "shard_size": config.shard_size,
+        "shards": -(-inputs.num_rows // config.shard_size),
+        "processes": world,
+        "summary": summary,
+    })
+    return summary
+
+
+def cores_per_process(processes: int) -> int:
+    return max(1, (os.cpu_count() or 1) // processes)
+
+
+def decode_workers(config: LabelConfig, processes: int = 1) -> int:
+    if config.decode.workers is not None:
+        return config.decode.workers
+    cores = cores_per_process(processes)
+    return 0 if cores <= 2 else min(8, cores // 4)
+
+
+def run_label(config: LabelConfig, progress: bool = True, max_shards: int | None = None) -> dict | None:
+    """Label `config.source` into `config.out`. Under torchrun / accelerate launch each rank
+    takes shards k with k % world == rank. Returns the summary (on rank 0, once complete)."""
+    # cpu=True is what makes accelerate start a gloo group under torchrun on a CPU machine.
+    state = PartialState(cpu=not torch.cuda.is_available())
+    out = Path(config.out)
+    source = create_source(config.source)
+    # Every rank checks (and none waits at a barrier for a rank that refused); a fresh run's
+    # ranks all write the same run.json, atomically.
+    check_resume(out, config)
+    if state.is_main_process:
+        inputs = freeze_inputs(out, source, config.source, progress)
+    state.wait_for_everyone()
+    inputs = freeze_inputs(out, source, config.source)
+    teachers = create_teachers(config.teachers, config.weights_dir, device=str(state.device))
+    # Every busy thread gets a core of its own: OpenMP teachers on an oversubscribed CPU
+    # spin at their barriers and slow down by tens of times (measured on 2 cores).
+    workers = decode_workers(config, state.num_processes)
+    threads = cores_per_process(state.num_processes) - workers
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit():  # the user's explicit cap wins
+        threads = min(threads, int(os.environ["OMP_NUM_THREADS"]))
+    torch.set_num_threads(max(1, threads))
+
+    total_shards = -(-inputs.num_rows // config.shard_size)
+    done = run_folder.completed_shards(out)
+    mine = [k for k in range(total_shards) if k % state.num_processes == state.process_index
+            and k not in done][:max_shards]
+    todo = sum(min(config.shard_size, inputs.num_rows - k * config.shard_size) for k in mine)
+    started = time.perf_counter()
+    with tqdm(total=todo, unit="img", desc=f"labeling (rank {state.process_index})",
+              disable=not progress, dynamic_ncols=True) as bar:
+        for index in mine:
+            write_result(out, index, label_shard(index, inputs, source, teachers, config, bar, workers))
+    state.wait_for_everyone()
+    if not state.is_main_process or len(run_folder.completed_shards(out)) < total_shards:
+        return None  # another rank finalizes, or --max-shards left work for the next call
+    return finalize(out, config, teachers, inputs, time.perf_counter() - started, state.num_processes)
+
+
+
+def label(config: str | Path | dict | None = None, *, source: str | None = None,
+          teachers: str | list[str] | None = None, out: str | None = None,
+          shard_size: int | None = None, batch_size: int | None = None,
+          workers: int | None = None, decode_threads: int | None = None,
+          max_side: int | None = None, max_shards: int | None = None,
+          weights_dir: str | None = None, progress: bool = True) -> dict | None:
+    """`distill label`: a YAML config (a path, or its mapping) with these options over it.
+    `source` is a folder, file list, parquet or tar shards (the kind is guessed); `teachers`
+    names teachers or sets ("offline", "brisque,piqe"). Returns the summary (and `out`) once
+    the run is complete (on rank 0), else None."""
+    mapping = dict(config) if isinstance(config, dict) else load_yaml(config) if config else {}
+    if source:
+        mapping["source"] = guess_source(source)
+    if teachers:
+        names, options = expand_teacher_sets(teachers.split(",") if isinstance(teachers, str)
+                                              else teachers)
+        mapping["teachers"] = {name: options.get(name, {}) for name in names}
+    flags = {"out": out, "shard_size": shard_size, "batch_size": batch_size,
+             "weights_dir": weights_dir}
+    mapping.update({k: v for k, v in flags.items() if v is not None})
+    decode = dict(mapping.get("decode") or {})
+    overrides = {"workers": workers, "threads": decode_threads, "max_side": max_side}
+    decode.update({k: v for k, v in overrides.items() if v is not None})
+    mapping["decode"] = decode
+    for key in ("source", "out"):
+        if key not in mapping:
+            raise ConfigError(f"give --{key} (or `{key}:` in --config)")
+    config = from_mapping(LabelConfig, mapping)
+    summary = run_label(config, progress=progress, max_shards=max_shards)
+    return {**summary, "out": config.out} if summary else None

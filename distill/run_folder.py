@@ -1,0 +1,236 @@
+"""The one owner of a labeling run's folder: its file names, its manifest and run.json, the
+atomic writers of its shards, and the readers every later stage uses.
+
+    out/
+      inputs.parquet                 the enumerated input list, frozen at the first run
+      run.json                       what shapes the rows (source, teachers, shard size, …)
+      manifest.json                  config, teacher provenance, counts, timing
+      errors.parquet                 every input that could not be labeled: path, stage, reason
+      shards/labels-NNNNN.parquet    one row per labeled image of input shard NNNNN
+      shards/embeddings-NNNNN.npy    float16 CLIP embeddings, row-aligned with labels-NNNNN
+      shards/errors-NNNNN.parquet    that shard's failures (merged into errors.parquet)
+      human.parquet                  human labels (source = human) that override pseudo-labels
+      dedup.parquet                  `distill dedup`: duplicates that training skips
+      dedup_summary.json             `distill dedup`: what it found
+
+Shard NNNNN always covers inputs [NNNNN * shard_size, (NNNNN + 1) * shard_size): ownership is
+a pure function of the input list, so any process can tell which shards are done.
+A shard's files are written under temporary names and renamed, labels last: a labels file
+that exists is complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from distill.errors import DistillError
+from distill.safefs import atomic_write
+
+SHARD_DIR = "shards"
+INPUTS_FILE = "inputs.parquet"
+RUN_FILE = "run.json"
+MANIFEST_FILE = "manifest.json"
+ERRORS_FILE = "errors.parquet"
+HUMAN_FILE = "human.parquet"  # human labels merged by `distill import-labels`
+DEDUP_FILE = "dedup.parquet"
+DEDUP_SUMMARY = "dedup_summary.json"
+IDENTITY_COLUMNS = ("image_id", "source", "path", "sha1", "width", "height")
+FUSED_COLUMNS = ("quality", "keep_prob", "label", "tier", "confidence")
+ERROR_SCHEMA = pa.schema([("image_id", pa.string()), ("source", pa.string()), ("path", pa.string()),
+                          ("stage", pa.string()), ("reason", pa.string()), ("shard", pa.int32())])
+
+
+def image_id(source_name: str, key: str) -> str:
+    """An input's id: stable for the same source and key, on every machine."""
+    return hashlib.sha1(f"{source_name}:{key}".encode()).hexdigest()[:16]
+
+
+def shard_name(kind: str, index: int, suffix: str = "parquet") -> str:
+    return f"{kind}-{index:05d}.{suffix}"
+
+
+def labels_path(out: Path, index: int) -> Path:
+    return Path(out) / SHARD_DIR / shard_name("labels", index)
+
+
+def embeddings_path(out: Path, index: int) -> Path:
+    return Path(out) / SHARD_DIR / shard_name("embeddings", index, "npy")
+
+
+def errors_path(out: Path, index: int) -> Path:
+    return Path(out) / SHARD_DIR / shard_name("errors", index)
+
+
+def write_table(path: Path, table: pa.Table) -> None:
+    with atomic_write(path) as partial:
+        pq.write_table(table, partial)
+
+
+def write_json(path: Path, payload: dict) -> None:
+    with atomic_write(path) as partial:
+        partial.write_text(json.dumps(payload, indent=2, default=str))
+
+
+def read_json(path: Path) -> dict:
+    """A JSON file of the run, or {} when it is not there."""
+    path = Path(path)
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def read_manifest(out: Path) -> dict:
+    return read_json(Path(out) / MANIFEST_FILE)
+
+
+def write_manifest(out: Path, manifest: dict) -> None:
+    write_json(Path(out) / MANIFEST_FILE, manifest)
+
+
+def manifest_config(out: Path, key: str, default=None):
+    """One section of the config the run was labeled with (`fusion`, `source`, `decode`)."""
+    return read_manifest(out).get("config", {}).get(key, default)
+
+
+def read_run_shape(out: Path) -> dict | None:
+    """run.json: what shaped the run's rows, or None for a run that predates it."""
+    path = Path(out) / RUN_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def write_run_shape(out: Path, shape: dict) -> None:
+    write_json(Path(out) / RUN_FILE, shape)
+
+
+def record_fusion(out: Path, fusion: dict) -> None:
+    """The run was re-fused (`distill fuse`, `calibrate --apply`): the manifest says which
+    fusion made its labels, and a later resume of `distill label` must ask for it."""
+    out = Path(out)
+    manifest = read_manifest(out)
+    if manifest:
+        manifest["config"]["fusion"] = fusion
+        write_manifest(out, manifest)
+    shape = read_run_shape(out)
+    if shape is not None:
+        shape["fusion"] = json.loads(json.dumps(fusion, default=str))
+        write_run_shape(out, shape)
+
+
+def write_shard(out: Path, index: int, labels: pa.Table, errors: pa.Table,
+                embeddings: np.ndarray | None) -> None:
+    """Embeddings and errors first, labels last: the labels file is the completion mark."""
+    if embeddings is not None:
+        if len(embeddings) != labels.num_rows:
+            raise ValueError(f"shard {index}: {len(embeddings)} embeddings for {labels.num_rows} rows")
+        with atomic_write(embeddings_path(out, index)) as partial, open(partial, "wb") as handle:
+            np.save(handle, embeddings.astype(np.float16))  # a handle: np.save adds ".npy" to names
+    write_table(errors_path(out, index), errors.cast(ERROR_SCHEMA))
+    write_table(labels_path(out, index), labels)
+
+
+def completed_shards(out: Path) -> set[int]:
+    folder = Path(out) / SHARD_DIR
+    return {int(p.stem.split("-")[1]) for p in folder.glob("labels-*.parquet")} if folder.is_dir() else set()
+
+
+def label_files(out: Path) -> list[Path]:
+    return sorted((Path(out) / SHARD_DIR).glob("labels-*.parquet"))
+
+
+def read_locators(out: Path) -> dict[str, str]:
+    """image_id → how the run's source reads it (tar member, dataset row), from inputs.parquet."""
+    inputs = Path(out) / INPUTS_FILE
+    if not inputs.exists():
+        return {}
+    table = pq.read_table(inputs, columns=["image_id", "locator"])
+    return dict(zip(table.column("image_id").to_pylist(), table.column("locator").to_pylist()))
+
+
+def read_labels(out: Path, columns: list[str] | None = None) -> pa.Table:
+    """All label shards as one table, in shard order (= input order)."""
+    files = label_files(out)
+    if not files:
+        raise FileNotFoundError(f"no label shards under {Path(out) / SHARD_DIR}")
+    return pa.concat_tables([pq.read_table(f, columns=columns) for f in files],
+                            promote_options="default")
+
+
+def read_training_labels(out: Path, counts: dict | None = None) -> pa.Table:
+    """The rows training learns from: one per image_id, the human row (OUT/human.parquet,
+    from `distill import-labels`) in place of the pseudo-label of the same image (a person's
+    word overrides the teachers'), minus the images `dedup.parquet` marks as duplicates.
+    A human row lacking the path or size takes them from the row it replaces. `counts`, if
+    given, receives the rows read and the duplicates dropped."""
+    out = Path(out)
+    table = read_labels(out)
+    human_file = out / HUMAN_FILE
+    if human_file.exists():  # after the shards: `_one_row_per_image` sees it last
+        human = pq.read_table(human_file)
+        for name in set(human.column_names) & set(table.column_names):  # tier int64 → int8
+            position = human.schema.get_field_index(name)
+            human = human.set_column(position, name,
+                                     human.column(name).cast(table.schema.field(name).type))
+        table = pa.concat_tables([table, human], promote_options="default")
+    if "image_id" not in table.column_names:
+        raise DistillError(f"--labels {out}: the shards have no image_id column")
+    rows = table.num_rows
+    duplicates = load_dedup(out, missing_ok=True)
+    if duplicates:
+        table = table.filter(pa.array([i not in duplicates
+                                       for i in table.column("image_id").to_pylist()]))
+    if counts is not None:
+        counts.update(rows=rows, duplicates_dropped=rows - table.num_rows)
+    return pa.Table.from_pylist(_one_row_per_image(table.to_pylist()), schema=table.schema)
+
+
+def _one_row_per_image(rows: list[dict]) -> list[dict]:
+    """The last human row of an image_id, else its last row, at the place of its first; a
+    human row lacking the path or size takes them from the pseudo-label row it replaces."""
+    chosen: dict[str, dict] = {}
+    for row in rows:
+        previous = chosen.get(row["image_id"])
+        human = row.get("source") == "human"
+        if previous is not None and previous.get("source") == "human" and not human:
+            row, previous = previous, row
+        if previous is not None:
+            row = {**row, **{k: previous.get(k) for k in ("path", "width", "height")
+                             if row.get(k) is None}}
+        chosen[row["image_id"]] = row
+    return list(chosen.values())
+
+
+def load_dedup(labels_dir, *, missing_ok: bool = False) -> set[str]:
+    """image_ids that `distill dedup` marked as duplicates (or leaked), for training to skip."""
+    path = Path(labels_dir) / DEDUP_FILE
+    if not path.exists():
+        if missing_ok:
+            return set()
+        raise DistillError(f"{path} does not exist; run `distill dedup --labels {labels_dir}`")
+    table = pq.read_table(path, columns=["image_id", "is_duplicate"])
+    flags = table.column("is_duplicate").to_numpy(zero_copy_only=False)
+    return {i for i, f in zip(table.column("image_id").to_pylist(), flags) if f}
+
+
+def read_embeddings(out: Path) -> np.ndarray | None:
+    """All embeddings row-aligned with `read_labels`, or None if the run stored none."""
+    files = label_files(out)
+    arrays = []
+    for labels in files:
+        index = int(labels.stem.split("-")[1])
+        path = embeddings_path(out, index)
+        if not path.exists():
+            return None
+        arrays.append(np.load(path))
+    return np.concatenate(arrays) if arrays else None
+
+
+def merge_errors(out: Path) -> pa.Table:
+    files = sorted((Path(out) / SHARD_DIR).glob("errors-*.parquet"))
+    tables = [pq.read_table(f) for f in files]
+    merged = pa.concat_tables(tables) if tables else ERROR_SCHEMA.empty_table()
+    write_table(Path(out) / ERRORS_FILE, merged)
+    return merged
