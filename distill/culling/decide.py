@@ -20,8 +20,8 @@ from datetime import datetime
 
 import numpy as np
 
-from distill.similar import IndexSpec, clusters, keepers, near_duplicate_pairs
 from distill.errors import ConfigError
+from distill.similar import IndexSpec, clusters, keepers, near_duplicate_pairs
 
 DECISIONS = ("keep", "pending", "trash")
 MODES = {"aggressive": 0.15, "moderate": 0.30, "conservative": 0.50}  # --mode → keep rate

@@ -77,8 +77,7 @@ def run_dedup(labels_dir, against=None, threshold: float | None = None, descript
     ids, sha1 = table.column("image_id").to_pylist(), _column(table, "sha1", None)
     quality = np.array(_column(table, "quality", np.nan), dtype=np.float64)
     lap("load_s")
-    vectors, kind, detail, signs, no_vector = run_descriptors(out, table, descriptor,
-                                                                           progress)
+    vectors, kind, detail, signs, no_vector = run_descriptors(out, table, descriptor, progress)
     tau = DEFAULT_THRESHOLD[kind] if threshold is None else float(threshold)
     if not 0.0 < tau <= 1.0:
         raise ConfigError(f"--threshold {tau} is outside (0, 1]")
@@ -90,17 +89,8 @@ def run_dedup(labels_dir, against=None, threshold: float | None = None, descript
     near_a, near_b, _, index_info = near_duplicate_pairs(vectors, valid, tau, spec, signs, progress)
     lap("near_duplicate_search_s")
     labels = clusters(n, np.r_[exact_a, near_a], np.r_[exact_b, near_b])
-    keep = keepers(labels, quality)
-    members = np.flatnonzero(keep != np.arange(n))
-    exact = np.array([bool(sha1[m]) and sha1[m] == sha1[keep[m]] for m in members], dtype=bool)
-    similarity = np.full(n, np.nan, dtype=np.float32)
-    similarity[members[exact]] = 1.0
-    scored = members[~exact & valid[members] & valid[keep[members]]]
-    similarity[scored] = pair_similarity(vectors, scored, keep[scored], signs)
-    reason = np.full(n, None, dtype=object)
-    reason[members] = np.where(exact, "exact", "near")
-    dup_of = np.full(n, None, dtype=object)
-    dup_of[members] = [ids[k] for k in keep[members]]
+    reason, dup_of, similarity = _mark_duplicates(labels, quality, ids, sha1, vectors, valid,
+                                                  signs)
     sizes = np.bincount(labels) if n else np.zeros(0, dtype=np.int64)
     lap("cluster_s")
 
@@ -112,14 +102,7 @@ def run_dedup(labels_dir, against=None, threshold: float | None = None, descript
         lap("leakage_guard_s")
 
     is_duplicate = np.array([r is not None for r in reason], dtype=bool)
-    result = pa.table({
-        "image_id": pa.array(ids, pa.string()),
-        "cluster_id": pa.array(labels, pa.int64()),
-        "is_duplicate": pa.array(is_duplicate, pa.bool_()),
-        "dup_of": pa.array(dup_of.tolist(), pa.string()),
-        "similarity": pa.array(similarity, pa.float32(), mask=~is_duplicate),
-        "reason": pa.array(reason.tolist(), pa.string()),
-    })
+    result = _dedup_table(ids, labels, is_duplicate, dup_of, similarity, reason)
     run_folder.write_table(out / run_folder.DEDUP_FILE, result)
     lap("write_s")
     summary = {
@@ -143,11 +126,39 @@ def run_dedup(labels_dir, against=None, threshold: float | None = None, descript
     return summary
 
 
+def _mark_duplicates(labels, quality, ids, sha1, vectors, valid, signs):
+    """Each cluster keeps its best member; the others get a reason (exact | near), the id
+    they duplicate and their similarity to it."""
+    n = len(labels)
+    keep = keepers(labels, quality)
+    members = np.flatnonzero(keep != np.arange(n))
+    exact = np.array([bool(sha1[m]) and sha1[m] == sha1[keep[m]] for m in members], dtype=bool)
+    similarity = np.full(n, np.nan, dtype=np.float32)
+    similarity[members[exact]] = 1.0
+    scored = members[~exact & valid[members] & valid[keep[members]]]
+    similarity[scored] = pair_similarity(vectors, scored, keep[scored], signs)
+    reason = np.full(n, None, dtype=object)
+    reason[members] = np.where(exact, "exact", "near")
+    dup_of = np.full(n, None, dtype=object)
+    dup_of[members] = [ids[k] for k in keep[members]]
+    return reason, dup_of, similarity
+
+
+def _dedup_table(ids, labels, is_duplicate, dup_of, similarity, reason) -> pa.Table:
+    return pa.table({
+        "image_id": pa.array(ids, pa.string()),
+        "cluster_id": pa.array(labels, pa.int64()),
+        "is_duplicate": pa.array(is_duplicate, pa.bool_()),
+        "dup_of": pa.array(dup_of.tolist(), pa.string()),
+        "similarity": pa.array(similarity, pa.float32(), mask=~is_duplicate),
+        "reason": pa.array(reason.tolist(), pa.string()),
+    })
+
+
 def _leakage_guard(against, vectors, valid, sha1, labels, spec, signs, tau, kind,
                    progress) -> dict:
     """Rows to drop for being in a cluster that touches the benchmark, with names and sims."""
-    names, bench, bench_sha1 = load_bench(against, kind, vectors.shape[1],
-                                                      progress=progress)
+    names, bench, bench_sha1 = load_bench(against, kind, vectors.shape[1], progress=progress)
     best, best_sim = bench_matches(vectors, valid, bench, spec, signs, progress)
     by_hash = {h: i for i, h in enumerate(bench_sha1)}
     same_file = np.array([by_hash.get(h, -1) if h else -1 for h in sha1], dtype=np.int64)

@@ -134,7 +134,12 @@ def run_train(config: TrainConfig, resume: bool = False, progress_bar: bool = Tr
             if last or state.stopped:
                 break
     bar.close()
+    return finish(config, accelerator, model, ema, state, data, started)
 
+
+def finish(config: TrainConfig, accelerator: Accelerator, model, ema: EMA, state: Progress,
+           data: TrainData, started: float) -> dict:
+    """Check the ranks agree, then (main process) write student.pt and the model card."""
     if state.stopped:
         accelerator.print(f"early stop at step {state.step}: val SRCC {state.best_srcc:.4f} "
                           f"(step {state.best_step}) not beaten in "
