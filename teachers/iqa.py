@@ -2,12 +2,12 @@
 
 They run at the image's native resolution, one image at a time (sizes differ within a batch).
 
-PIQE computes by default with `impl="fast"`: pyiqa's arithmetic re-done in numpy and OpenCV
+PIQE and BRISQUE take `impl="fast"`: pyiqa's arithmetic re-done in numpy and OpenCV
 (`teachers._fast_iqa`), several times faster on the CPU and equal to pyiqa's scores to float32
-rounding (tests/test_fast_teachers.py states the tolerance); `impl="pyiqa"` runs pyiqa's torch
-module. BRISQUE has the same `impl="fast"` but keeps `impl="pyiqa"` as its default: the fast
-path misses the published calibration of I04 (see `_fast_iqa.BrisqueModel`). NIQE runs
-pyiqa's module only.
+rounding (tests/test_fast_teachers.py states the tolerance). The default stays `impl="pyiqa"`
+(pyiqa's torch modules) until the speed-up is measured by a benchmark in benchmarks/ and
+BRISQUE's fast path meets the published I04 calibration, which it misses by 1 %
+(see `_fast_iqa.BrisqueModel`). NIQE runs pyiqa's module only.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from pyiqa.matlab_utils import imresize
 from pyiqa.utils.color_util import to_y_channel
 from torchvision.transforms.functional import to_tensor
 
+from distill.errors import ConfigError
 from teachers import _fast_iqa, weights
 from teachers.base import Teacher, TeacherOutput, TeacherSpec, library_versions, weights_record
 
@@ -113,7 +114,7 @@ class FastIqaTeacher(Teacher):
 
 def _check_impl(impl: str) -> None:
     if impl not in IMPLEMENTATIONS:
-        raise ValueError(f"impl must be one of {IMPLEMENTATIONS}, got {impl!r}")
+        raise ConfigError(f"impl must be one of {', '.join(IMPLEMENTATIONS)}, got {impl!r}")
 
 
 def create_brisque(weights_dir: str | None = None, weights_path: str | None = None,
@@ -139,10 +140,11 @@ def create_brisque(weights_dir: str | None = None, weights_path: str | None = No
     return PyiqaTeacher(spec, net, [weights_record(path, sha256)])
 
 
-def create_piqe(impl: str = "fast") -> Teacher:
+def create_piqe(impl: str = "pyiqa") -> Teacher:
     """PIQE via pyiqa; lower is better, 0-100. Needs no weights.
 
-    impl: "fast" (numpy/OpenCV re-implementation of pyiqa's arithmetic) or "pyiqa"."""
+    impl: "pyiqa" (the default) or "fast" (numpy/OpenCV re-implementation of pyiqa's arithmetic,
+    within 3e-6 of pyiqa's score)."""
     _check_impl(impl)
     spec = TeacherSpec(
         "piqe", higher_is_better=False, score_range=(0.0, 100.0), input_size=None,
