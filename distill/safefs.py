@@ -9,7 +9,7 @@ The rules, each one a way a photo was lost before:
   folder, fsynced, and checked for size and sha256 against the source before it takes its name,
   so a full disk or a kill mid-copy leaves a temporary file, never a truncated photo;
 - the source of a move is removed only after the target is in place and verified;
-- a file distill writes (shards, manifests, students, exports, sidecars, weights) is written
+- a file distill writes (shards, manifests, students, exports, weights) is written
   under a temporary name beside it and renamed over it when complete (`atomic_write`).
 """
 

@@ -2,10 +2,10 @@
 labels, and ad-hoc scores of files (`distill score`)."""
 
 from distill.labeling.calibrate import calibrate, fit_fusion, save_fusion
-from distill.labeling.fusion import fuse, fuse_run, refuse
+from distill.labeling.fusion import apply_fusion, fuse, fuse_run
 from distill.labeling.run import decode_workers, label, run_label, threaded_batches
 from distill.labeling.score import ScoreResult, build_teachers, score, score_paths
 
-__all__ = ["ScoreResult", "build_teachers", "calibrate", "decode_workers", "fit_fusion", "fuse",
-           "fuse_run", "label", "refuse", "run_label", "save_fusion", "score", "score_paths",
-           "threaded_batches"]
+__all__ = ["ScoreResult", "apply_fusion", "build_teachers", "calibrate", "decode_workers",
+           "fit_fusion", "fuse", "fuse_run", "label", "run_label", "save_fusion", "score",
+           "score_paths", "threaded_batches"]

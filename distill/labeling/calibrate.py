@@ -24,7 +24,7 @@ from distill import run_folder
 from distill.config import from_mapping
 from distill.errors import DistillError
 from distill.human_scores import load_ava
-from distill.labeling.fusion import refuse
+from distill.labeling.fusion import apply_fusion
 from distill.scoring import FusionConfig, fuse_columns, score_columns
 
 MIN_MATCHED = 10
@@ -102,5 +102,5 @@ def calibrate(labels_dir: str | Path, reference: str | Path, *,
     target = Path(save_to) if save_to else labels_dir / "fusion_calibrated.yaml"
     save_fusion(target, fitted)
     if apply:
-        refuse(labels_dir, fitted)
+        apply_fusion(labels_dir, fitted)
     return {**report, "saved": str(target), "applied": apply}

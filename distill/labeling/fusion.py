@@ -28,7 +28,7 @@ def fuse_run(out: Path, fusion: scoring.FusionConfig) -> pa.Table:
     return fused
 
 
-def refuse(labels_dir: str | Path, fusion: scoring.FusionConfig) -> pa.Table:
+def apply_fusion(labels_dir: str | Path, fusion: scoring.FusionConfig) -> pa.Table:
     """Re-fuse every shard with `fusion` and record it in the run (manifest and run.json)."""
     fused = fuse_run(Path(labels_dir), fusion)
     run_folder.record_fusion(Path(labels_dir), asdict(fusion))
@@ -45,6 +45,6 @@ def fuse(labels_dir: str | Path, config: str | Path | None = None, *,
     overrides = {"keep_threshold": keep_threshold, "keep_top_percent": keep_top_percent,
                  "normalisation": normalisation}
     fusion.update({k: v for k, v in overrides.items() if v is not None})
-    fused = refuse(labels_dir, from_mapping(scoring.FusionConfig, fusion, "fusion."))
+    fused = apply_fusion(labels_dir, from_mapping(scoring.FusionConfig, fusion, "fusion."))
     keep = sum(1 for value in fused.column("label").to_pylist() if value == "keep")
     return {"rows": fused.num_rows, "keep": keep, "trash": fused.num_rows - keep}
