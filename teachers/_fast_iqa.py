@@ -198,10 +198,10 @@ class BrisqueModel:
     """pyiqa's BRISQUE ('original' version) with the LIVE SVR, features from numpy arrays.
 
     The SVR runs pyiqa's own `scale_features` and `rbf_kernel` in float64. The score is what
-    remains of ±1024 coefficients cancelling, so pyiqa's float32 kernel carries ~1e-3 of
-    rounding noise that a few-ulp change of the features reshuffles: on ResultsCalibra I04
-    (score -0.108) this path gives -0.10711, pyiqa -0.10772, the published value -0.1082, so
-    it misses tests/test_calibration.py's 0.5 % there (1.0 %). Hence not the default.
+    remains of +-1024 coefficients cancelling, so pyiqa's float32 kernel carries ~1e-3 of
+    rounding: on ResultsCalibra I04 (score -0.108) this path gives -0.10711, and so do pyiqa's
+    own features through a float64 kernel; pyiqa's float32 kernel gives -0.10772, the
+    published value is -0.1082.
     """
 
     def __init__(self, sv_coef: torch.Tensor, sv: torch.Tensor, gamma: float = 0.05,
