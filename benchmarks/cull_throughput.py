@@ -3,12 +3,15 @@
 Two folders: 24-megapixel JPEGs (6000x4000, real photos upscaled, with sensor-like noise so
 they compress like camera files), and 24-megapixel DNGs with a 1920 px embedded JPEG preview,
 as cameras write them (benchmarks/camera_files.py). For each, every round times
-1. decoding alone: `decode_named` at the student's draft size, as cull decodes;
+1. decoding alone: `decode_named` at the student's draft size, as cull decodes, in one
+   thread (`ratio`, the issue's measure) and in one thread per core (`ratio_all_cores`: cull
+   reads, hashes, decodes and describes in threads, so this is the ceiling it works against);
 2. `distill cull` (dry run): decode, student, similar-shot descriptor, technical measures,
    decide, report; with the default student architecture (patch_cnn at 224 px, teacher-scale
    crop; random weights: the speed is the same).
 A first, untimed round warms the file cache and the imports (FAISS, the student); then
-medians over rounds; the ratio is taken within each round, then its median.
+medians over rounds; the ratios are taken within each round, then their median. The load
+average before and after is recorded: a busy machine moves every figure.
 
     python benchmarks/cull_throughput.py [--photos 16] [--rounds 3]
 """
@@ -23,6 +26,7 @@ import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -60,14 +64,21 @@ def main() -> None:
     import torch
 
     from distill.culling import cull
+    from distill.culling.run import scoring_threads
     from distill.decode import decode_named, read_bytes
     from students import create_student
     from students.checkpoint import save_student
     from students.preprocess import policy
 
+    def decode(path):
+        return decode_named(read_bytes(path), path, draft_size=768)
+
+    cores = len(os.sched_getaffinity(0))
     result = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
               "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                          "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()},
+                          "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                          "cull_scoring_threads": scoring_threads(),
+                          "load_average_before": [round(v, 2) for v in os.getloadavg()]},
               "photos": args.photos, "rounds": args.rounds, "megapixels": SIZE[0] * SIZE[1] / 1e6,
               "student": "patch_cnn, 224 px teacher-scale crop (random weights)", "kinds": {}}
     with tempfile.TemporaryDirectory() as scratch:
@@ -90,23 +101,30 @@ def main() -> None:
             for round_index in range(args.rounds + 1):
                 started = time.perf_counter()
                 for path in files:
-                    decode_named(read_bytes(path), path, draft_size=768)
+                    decode(path)
                 decode_s = time.perf_counter() - started
+                started = time.perf_counter()
+                with ThreadPoolExecutor(cores) as pool:
+                    list(pool.map(decode, files))
+                decode_all_cores_s = time.perf_counter() - started
                 started = time.perf_counter()
                 cull(folder, student, dest=scratch / f"out-{kind}-{round_index}", progress=False)
                 cull_s = time.perf_counter() - started
                 if round_index == 0:
                     continue  # the warm-up
                 rounds.append({"decode_photos_per_s": len(files) / decode_s,
+                               "decode_all_cores_photos_per_s": len(files) / decode_all_cores_s,
                                "cull_photos_per_s": len(files) / cull_s,
-                               "ratio": decode_s / cull_s})
+                               "ratio": decode_s / cull_s,
+                               "ratio_all_cores": decode_all_cores_s / cull_s})
             sizes = [p.stat().st_size / 1e6 for p in files]
             result["kinds"][kind] = {
                 "mean_file_mb": round(statistics.mean(sizes), 1),
                 **{k: round(statistics.median(r[k] for r in rounds), 3)
-                   for k in ("decode_photos_per_s", "cull_photos_per_s", "ratio")},
+                   for k in rounds[0]},
                 "rounds": [{k: round(v, 3) for k, v in r.items()} for r in rounds]}
             print(kind, result["kinds"][kind])
+    result["machine"]["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
 
 

@@ -16,24 +16,37 @@ Luminance is Rec. 601 luma in 0–255.
 
 The teacher's score is a weighted mean of per-measure sub-scores in [0, 1] (see
 `SUBSCORE_WEIGHTS` and `subscores`); the raw measures are returned as extras.
+
+How they are computed. Pillow's LANCZOS thumbnail defines the working pixels (and is now
+~90 % of the time). From its 8-bit RGB, 1000 × luma (299 R + 587 G + 114 B) is an integer
+below 2^24, and so is every 3x3 sum of it the two filters take: in float32, OpenCV's
+`Laplacian` / `filter2D` (BORDER_REFLECT, which is scipy's `reflect`) compute them exactly,
+and OpenCV sums them in float64. The colour statistics come from exact integer sums of the
+8-bit planes (`_variance`, `_squared_distance`). The arithmetic is ~20x faster than float64
+luma through `scipy.ndimage.convolve`, `measure` ~2x, and agrees with it to ~1e-15; the
+clipping thresholds agree on every one of the 2^24 RGB values (`tests/test_technical_fast.py`
+keeps that scipy code as the reference and checks both).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import cv2
 import numpy as np
 from PIL import Image
-from scipy import ndimage
 
 from distill.decode import ORIGINAL_SIZE_KEY
 from teachers.base import Teacher, TeacherOutput, TeacherSpec, library_versions
 
 WORKING_SIDE = 512
-LAPLACIAN = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], dtype=np.float64)
 # Immerkær's kernel is the difference of two Laplacians: it cancels image structure up to
-# second order, so what remains is (mostly) noise.
-NOISE_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float64)
+# second order, so what remains is (mostly) noise. (The Laplacian itself is cv2.Laplacian's
+# ksize=1 aperture, [[0, 1, 0], [1, -4, 1], [0, 1, 0]].)
+NOISE_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float32)
+# 1000 × Rec. 601 luma: integer weights, so it holds exact integers (≤ 255,000) in float32.
+LUMA_WEIGHTS = (299, 587, 114)
+LUMA_SCALE = 1000
 SUBSCORE_WEIGHTS = {
     "sharpness": 0.35, "noise": 0.20, "exposure": 0.15, "clipping": 0.15,
     "resolution": 0.10, "colourfulness": 0.05,
@@ -44,28 +57,70 @@ MEASURES = ("sharpness", "clipped_highlights", "clipped_shadows", "exposure", "n
 
 def measure(image: Image.Image) -> dict[str, float]:
     width, height = image.info.get(ORIGINAL_SIZE_KEY, image.size)
-    working = image.copy()
-    working.thumbnail((WORKING_SIDE, WORKING_SIDE), Image.Resampling.LANCZOS)
-    rgb = np.asarray(working.convert("RGB"), dtype=np.float64)
-    red, green, blue = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    luma = 0.299 * red + 0.587 * green + 0.114 * blue
+    return {**pixel_measures(working_pixels(image)), "megapixels": width * height / 1e6}
 
-    rows, cols = luma.shape
-    residual = np.abs(ndimage.convolve(luma, NOISE_KERNEL, mode="reflect"))[1:-1, 1:-1]
-    noise = np.sqrt(np.pi / 2) * residual.sum() / (6.0 * max(rows - 2, 1) * max(cols - 2, 1))
 
-    red_green, yellow_blue = red - green, 0.5 * (red + green) - blue
-    colourfulness = np.hypot(red_green.std(), yellow_blue.std()) + 0.3 * np.hypot(
-        red_green.mean(), yellow_blue.mean()
-    )
+def working_pixels(image: Image.Image) -> np.ndarray:
+    """8-bit RGB of the image with its long side at most WORKING_SIDE (Pillow's LANCZOS
+    thumbnail; an image that already fits is used as it is, as `thumbnail` leaves it)."""
+    if max(image.size) > WORKING_SIDE:
+        image = image.copy()
+        image.thumbnail((WORKING_SIDE, WORKING_SIDE), Image.Resampling.LANCZOS)
+    return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+
+
+def _variance(total: int, squares: int, count: int) -> float:
+    """Population variance from the exact sum and sum of squares of integers: no
+    cancellation when the mean is large and the spread small."""
+    return (count * squares - total * total) / (count * count)
+
+
+def _squared_distance(a: np.ndarray, b: np.ndarray) -> int:
+    """Σ (a − b)² over two 8-bit planes, in OpenCV's integer accumulators."""
+    return round(cv2.norm(a, b, cv2.NORM_L2SQR))
+
+
+def luma_per_mille(red: np.ndarray, green: np.ndarray, blue: np.ndarray) -> np.ndarray:
+    """1000 × Rec. 601 luma of 8-bit planes: exact integers in float32."""
+    luma = cv2.addWeighted(red, LUMA_WEIGHTS[0], green, LUMA_WEIGHTS[1], 0, dtype=cv2.CV_32F)
+    return cv2.scaleAdd(blue.astype(np.float32), LUMA_WEIGHTS[2], luma)
+
+
+def pixel_measures(rgb: np.ndarray) -> dict[str, float]:
+    """Every measure but megapixels, of an 8-bit RGB array at the working size."""
+    rows, cols = rgb.shape[:2]
+    count = rows * cols
+    # OpenCV, not a numpy matrix product: OpenBLAS would take every core for a 3x3 product
+    # and then spin, which starves the decoding threads beside it in `distill cull`.
+    red, green, blue = cv2.split(rgb)
+    luma = luma_per_mille(red, green, blue)
+    sum_red, sum_green, sum_blue = (round(total) for total in cv2.sumElems(rgb)[:3])
+
+    laplacian = cv2.Laplacian(luma, cv2.CV_32F, ksize=1, borderType=cv2.BORDER_REFLECT)
+    sharpness = _variance(round(cv2.sumElems(laplacian)[0]),
+                          round(cv2.norm(laplacian, cv2.NORM_L2SQR)), count) / LUMA_SCALE**2
+    noise = 0.0
+    if rows > 2 and cols > 2:  # the estimate uses interior pixels only, so the border is moot
+        residual = cv2.filter2D(luma, cv2.CV_32F, NOISE_KERNEL, borderType=cv2.BORDER_REFLECT)
+        noise = (np.sqrt(np.pi / 2) * cv2.norm(residual[1:-1, 1:-1], cv2.NORM_L1) / LUMA_SCALE
+                 / (6.0 * (rows - 2) * (cols - 2)))
+
+    # Opponent axes rg = R − G and yb = (R + G)/2 − B, from their exact sums: since
+    # R + G − 2B = (R − B) + (G − B), Σ (R + G − 2B)² = 2 Σ (R − B)² + 2 Σ (G − B)² − Σ (R − G)².
+    red_green = _squared_distance(red, green)
+    yellow_blue2 = 2 * _squared_distance(red, blue) + 2 * _squared_distance(green, blue) - red_green
+    sum_rg, sum_yb2 = sum_red - sum_green, sum_red + sum_green - 2 * sum_blue
+    colourfulness = np.hypot(_variance(sum_rg, red_green, count) ** 0.5,
+                             _variance(sum_yb2, yellow_blue2, count) ** 0.5 / 2) + 0.3 * np.hypot(
+        sum_rg / count, sum_yb2 / (2 * count))
+    luma_total = sum(w * t for w, t in zip(LUMA_WEIGHTS, (sum_red, sum_green, sum_blue)))
     return {
-        "sharpness": float(ndimage.convolve(luma, LAPLACIAN, mode="reflect").var()),
-        "clipped_highlights": float((luma >= 250).mean()),
-        "clipped_shadows": float((luma <= 5).mean()),
-        "exposure": float(luma.mean() / 255.0),
+        "sharpness": float(sharpness),
+        "clipped_highlights": np.count_nonzero(luma >= 250 * LUMA_SCALE) / count,
+        "clipped_shadows": np.count_nonzero(luma <= 5 * LUMA_SCALE) / count,
+        "exposure": luma_total / LUMA_SCALE / count / 255.0,
         "noise": float(noise),
         "colourfulness": float(colourfulness),
-        "megapixels": width * height / 1e6,
     }
 
 
@@ -111,7 +166,9 @@ class TechnicalTeacher(Teacher):
         return {
             "teacher": self.name,
             "weights": [],
-            "libraries": library_versions("scipy", "numpy", "pillow"),
+            "libraries": library_versions("numpy", "pillow", "opencv-python-headless"),
+            "implementation": "integer luma and opponent planes in float32, OpenCV filters "
+                              "and float64 sums (exact; equal to float64 scipy to ~1e-15)",
             "subscore_weights": SUBSCORE_WEIGHTS,
             "working_side": WORKING_SIDE,
         }

@@ -22,7 +22,11 @@ from __future__ import annotations
 
 import json
 import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from functools import partial
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +44,10 @@ from students import load_model
 from teachers.technical import WORKING_SIDE, measure
 
 JOURNAL = ".distill-cull.jsonl"
+# Scoring threads decode ahead of the student, two photos each: enough to keep them busy while
+# the student scores a batch, few enough that memory stays about one batch of decoded photos.
+PREFETCH_PER_THREAD = 2
+SCORING_THREADS_MAX = 8  # as offline_descriptors; each thread holds up to two decoded photos
 
 
 @dataclass
@@ -199,38 +207,78 @@ def cull(folder: Path, model_path: Path, dest: Path | None = None,
 
 def _score(units: list[tuple[Path, list[Path]]], folder: Path, model, options: CullOptions,
            journal: Journal, progress: bool) -> None:
-    with tqdm(total=len(units), unit="img", desc="scoring", disable=not progress) as bar:
-        for start in range(0, len(units), options.batch_size):
-            batch = units[start:start + options.batch_size]
-            images, scored = [], []
-            for photo, companions in batch:
-                entry = {"source": str(photo), "image": str(photo.relative_to(folder)),
-                         "scored": True}
-                try:
-                    stat = photo.stat()
-                    entry.update(size=stat.st_size, mtime_ns=stat.st_mtime_ns)
-                    data = read_bytes(photo)
-                    # a JPEG decodes straight to about the student's scale, as labeling does
-                    decoded = decode_named(data, photo,
-                                           draft_size=model.preprocessing["resize_size"])
-                    entry["companions"] = [_companion(c) for c in companions]
-                except (DecodeError, OSError) as exc:
-                    journal.record({**entry, "decision": "error", "error": str(exc),
-                                    "done": True, "action": "none"})
-                    continue
-                images.append(decoded.image)
-                descriptor, measures = describe(decoded.image)
-                scored.append({**entry, "sha256": safefs.sha256_bytes(data),
-                               "taken_at": decoded.taken_at,
-                               "descriptor": [round(float(v), 5) for v in descriptor],
-                               "measures": {k: round(v, 5) for k, v in measures.items()}})
-            if images:
-                predicted = model.predict(images)
-                for entry, quality, keep_prob in zip(scored, predicted["quality"],
-                                                     predicted["keep_prob"]):
-                    journal.record({**entry, "quality": round(float(quality), 4),
-                                    "keep_prob": round(float(keep_prob), 4)})
-            bar.update(len(batch))
+    """Score the photos a batch at a time, journaling each in the order given.
+
+    Reading, hashing, decoding and describing run in a few threads (Pillow, hashlib and
+    OpenCV release the GIL), ahead of the student, which scores one batch while the threads
+    decode the next photos: at most `PREFETCH_PER_THREAD` per thread beyond the batch held,
+    so memory stays bounded. The journal gets the same lines, in the same order, as in one
+    thread; a photo that cannot be read or decoded is an error line where it comes.
+    """
+    threads = scoring_threads()
+    prepare = partial(_prepare, folder=folder,
+                      draft_size=model.preprocessing["resize_size"] if units else None)
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="cull-score")
+    try:
+        prepared = _in_order(pool, prepare, units, ahead=PREFETCH_PER_THREAD * threads)
+        with tqdm(total=len(units), unit="img", desc="scoring", disable=not progress) as bar:
+            for start in range(0, len(units), options.batch_size):
+                batch = list(islice(prepared, options.batch_size))
+                images, scored = [], []
+                for entry, image in batch:
+                    if image is None:
+                        journal.record(entry)
+                    else:
+                        images.append(image)
+                        scored.append(entry)
+                if images:
+                    predicted = model.predict(images)
+                    for entry, quality, keep_prob in zip(scored, predicted["quality"],
+                                                         predicted["keep_prob"]):
+                        journal.record({**entry, "quality": round(float(quality), 4),
+                                        "keep_prob": round(float(keep_prob), 4)})
+                bar.update(len(batch))
+    finally:  # on an error, photos not yet started are not decoded in vain
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def scoring_threads() -> int:
+    """One thread per core this process may run on, at most SCORING_THREADS_MAX."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(SCORING_THREADS_MAX, cores or 1))
+
+
+def _in_order(pool: ThreadPoolExecutor, work, items, ahead: int):
+    """work(item) for each item, yielded in order; at most `ahead` items run or wait beside
+    the one being handed out, so a slow consumer holds the threads back."""
+    items = iter(items)
+    running = deque(pool.submit(work, item) for item in islice(items, ahead))
+    while running:
+        done = running.popleft().result()
+        running.extend(pool.submit(work, item) for item in islice(items, 1))
+        yield done
+
+
+def _prepare(unit: tuple[Path, list[Path]], folder: Path,
+             draft_size: int | None) -> tuple[dict, Image.Image | None]:
+    """One photo's score line without the student's scores, and its decoded image; or its
+    error line and None."""
+    photo, companions = unit
+    entry = {"source": str(photo), "image": str(photo.relative_to(folder)), "scored": True}
+    try:
+        stat = photo.stat()
+        entry.update(size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+        data = read_bytes(photo)
+        # a JPEG decodes straight to about the student's scale, as labeling does
+        decoded = decode_named(data, photo, draft_size=draft_size)
+        entry["companions"] = [_companion(c) for c in companions]
+    except (DecodeError, OSError) as exc:
+        return {**entry, "decision": "error", "error": str(exc), "done": True,
+                "action": "none"}, None
+    descriptor, measures = describe(decoded.image)
+    return {**entry, "sha256": safefs.sha256_bytes(data), "taken_at": decoded.taken_at,
+            "descriptor": [round(float(v), 5) for v in descriptor],
+            "measures": {k: round(v, 5) for k, v in measures.items()}}, decoded.image
 
 
 def describe(image: Image.Image) -> tuple[np.ndarray, dict[str, float]]:
