@@ -56,6 +56,13 @@ class LabelConfig:
     shard_size: int = 1000
     batch_size: int = 16
     weights_dir: str | None = None
+    # processes that each decode and score whole batches on one thread, each with its own copy
+    # of the teachers; None = auto: one per core on a CPU when every teacher is per-image CPU
+    # arithmetic (BRISQUE, PIQE, NIQE, technical; none on one core), else none: the teachers
+    # run in the labeling process (GPU, or networks' intra-op threads) and `decode` says how
+    # images reach them. Threads survive a busy machine worse than processes
+    # (benchmarks/label_throughput.py).
+    score_workers: int | None = None
     decode: DecodeConfig = dataclasses.field(default_factory=DecodeConfig)
     fusion: FusionConfig = dataclasses.field(default_factory=FusionConfig)
 
@@ -64,6 +71,9 @@ class LabelConfig:
             raise ConfigError("shard_size must be ≥ 1")
         if self.batch_size < 1:
             raise ConfigError("batch_size must be ≥ 1")
+        if self.score_workers is not None and self.score_workers < 0:
+            raise ConfigError(f"score_workers must be ≥ 0 (0: score in this process), "
+                              f"got {self.score_workers}")
         if isinstance(self.teachers, list | tuple):
             self.teachers = {name: {} for name in self.teachers}
 

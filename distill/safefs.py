@@ -72,6 +72,28 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def remove_stale_partials(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files of `atomic_write` in `folder` whose writer was a process of
+    this host that is gone (killed mid-write); another host's, or a live writer's, stay."""
+    host, removed = socket.gethostname(), []
+    for partial in Path(folder).glob(".*.partial"):
+        prefix, pid, _random, _ = partial.name.rsplit(".", 3)
+        if prefix.endswith(f".{host}") and pid.isdigit() and not _alive(int(pid)):
+            partial.unlink(missing_ok=True)
+            removed.append(partial)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
 def free_name(target: Path, accept=lambda candidate: True) -> Path:
     """`target`, or `stem-1.ext`, `stem-2.ext`, … : the first name not on disk that `accept`
     also agrees to (e.g. its sidecar's name is free too)."""

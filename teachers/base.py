@@ -67,6 +67,10 @@ def library_versions(*dists: str) -> dict[str, str]:
 class Teacher(ABC):
     spec: TeacherSpec
     batch_size: int = 8
+    # Scores one image at a time on one CPU thread, so N single-threaded processes run it N
+    # times as fast (the label stage's default on a CPU). Networks (NIMA, CLIP) say False:
+    # their batches use intra-op threads well, and a copy per process costs memory.
+    per_process: bool = False
 
     @abstractmethod
     def _score_batch(self, images: Sequence[Image.Image]) -> TeacherOutput:

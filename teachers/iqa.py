@@ -63,6 +63,7 @@ class PyiqaTeacher(Teacher):
     """Any pyiqa no-reference network that takes one (1, 3, H, W) image in [0, 1]."""
 
     batch_size = 16
+    per_process = True  # BRISQUE, PIQE, NIQE: small per-image arithmetic, no batching
 
     def __init__(self, spec: TeacherSpec, net: torch.nn.Module, weight_files: list[dict]):
         self.spec = spec
@@ -94,6 +95,7 @@ class FastIqaTeacher(Teacher):
     """
 
     batch_size = 16
+    per_process = True
 
     def __init__(self, spec: TeacherSpec, score_one, weight_files: list[dict], computed_by: str):
         self.spec = spec

@@ -153,6 +153,7 @@ class TechnicalTeacher(Teacher):
         "resolution, colourfulness",
     )
     batch_size = 32
+    per_process = True
 
     def _score_batch(self, images: Sequence[Image.Image]) -> TeacherOutput:
         raw = [measure(image) for image in images]

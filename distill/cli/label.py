@@ -20,12 +20,15 @@ from distill.errors import DistillCommand
 @click.option("--out", default=None, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--shard-size", type=int, default=None, help="Inputs per shard (default 1000).")
 @click.option("--batch-size", type=int, default=None, help="Images per teacher batch (default 16).")
+@click.option("--score-workers", type=click.IntRange(min=0), default=None,
+              help="Processes that each decode and score batches on one thread (default: one "
+              "per core on a CPU, 0 on a GPU; 0 = score in this process).")
 @click.option("--workers", type=int, default=None,
-              help="DataLoader processes decoding ahead of the teachers (default: none on "
-              "<= 2 cores per process, else cores/4).")
+              help="With --score-workers 0: DataLoader processes decoding ahead of the teachers "
+              "(default: none on <= 2 cores per process, else cores/4).")
 @click.option("--decode-threads", type=int, default=None,
-              help="Without worker processes: threads decoding ahead in the labeling process "
-              "(default 0: decode between teacher batches, fastest when the teachers use every core).")
+              help="With --score-workers 0 and no --workers: threads decoding ahead in the "
+              "labeling process (default 0: decode between teacher batches).")
 @click.option("--max-side", type=int, default=None,
               help="Long side the teachers see, px (default 768; JPEGs decode in draft mode).")
 @click.option("--max-shards", type=click.IntRange(min=1), default=None,

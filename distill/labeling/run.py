@@ -1,8 +1,8 @@
-"""Label stage: a source's images → teachers → resumable, distributed label run_folder.
+"""Label stage: a source's images → teachers → resumable, distributed label run folder.
 
-Read top to bottom: freeze the input list, take this process's shards, decode (inline on
-small machines, ahead in DataLoader processes or threads on bigger ones), score in batches,
-write each shard atomically, then (rank 0) fuse.
+Read top to bottom: freeze the input list, take this process's shards, decode and score them
+(on a CPU: in single-threaded worker processes; on a GPU: teachers here, decoding ahead in
+DataLoader processes or threads), write each shard atomically, then (rank 0) fuse.
 """
 
 from __future__ import annotations
@@ -10,9 +10,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,17 +18,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from accelerate import PartialState
-from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from distill import __version__, run_folder
+from distill import __version__, run_folder, safefs
 from distill.config import LabelConfig, from_mapping, load_yaml, to_dict
-from distill.decode import DecodeError, decode_named
 from distill.errors import ConfigError
 from distill.labeling.fusion import fuse_run
+from distill.labeling.shards import label_shard, write_result
+from distill.labeling.workers import score_shards
 from distill.run_folder import image_id
 from distill.scoring import expand_teacher_sets
-from distill.sources import Source, SourceItem, create_source, guess_source
+from distill.sources import Source, create_source, guess_source
 from teachers import Teacher, create_teachers
 
 SHAPING_DECODE_KEYS = ("max_side", "draft", "min_side", "max_pixels")
@@ -110,121 +107,6 @@ def freeze_inputs(out: Path, source: Source, source_config: dict, progress: bool
     return table
 
 
-class ShardImages(Dataset):
-    """Decodes one shard's inputs; runs inside DataLoader workers."""
-
-    def __init__(self, source: Source, items: list[SourceItem], config: LabelConfig):
-        self.source, self.items, self.decode = source, items, config.decode
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, index: int):
-        item = self.items[index]
-        try:
-            data = self.source.read(item.locator)
-            decoded = decode_named(
-                data, item.path, draft_size=self.decode.max_side if self.decode.draft else None,
-                max_side=self.decode.max_side, min_side=self.decode.min_side,
-                max_pixels=self.decode.max_pixels)
-        except DecodeError as exc:
-            return index, None, str(exc)
-        except Exception as exc:  # noqa: BLE001 - any reader failure is this input's error row
-            return index, None, f"unreadable: {type(exc).__name__}: {exc}"
-        return index, decoded, None
-
-
-@dataclass
-class ShardResult:
-    rows: list[dict] = field(default_factory=list)
-    errors: list[dict] = field(default_factory=list)
-    embeddings: list[np.ndarray] = field(default_factory=list)
-
-
-def score_batch(teachers: list[Teacher], batch: list[tuple[dict, object]], result: ShardResult):
-    """Run every teacher on a batch; an image any teacher failed on becomes an error row."""
-    outputs = {t.name: t.score([decoded.image for _, decoded in batch]) for t in teachers}
-    for position, (row, decoded) in enumerate(batch):
-        failures = [f"{name}: {out.errors[position]}" for name, out in outputs.items()
-                    if position in out.errors]
-        if failures:
-            result.errors.append({**_identity(row), "stage": "teacher", "reason": "; ".join(failures)})
-            continue
-        row.update(sha1=decoded.sha1, width=decoded.width, height=decoded.height)
-        for name, out in outputs.items():
-            row[f"score_{name}"] = float(out.scores[position])
-            if out.distributions is not None:
-                row[f"dist_{name}"] = out.distributions[position].tolist()
-            for extra, values in out.extras.items():
-                row[extra] = float(values[position])
-            if out.embeddings is not None:
-                result.embeddings.append(out.embeddings[position])
-        result.rows.append(row)
-
-
-def _identity(row: dict) -> dict:
-    return {k: row[k] for k in ("image_id", "source", "path", "shard")}
-
-
-def label_shard(index: int, inputs: pa.Table, source: Source, teachers: list[Teacher],
-                config: LabelConfig, bar: tqdm, workers: int = 0) -> ShardResult:
-    chunk = inputs.slice(index * config.shard_size, config.shard_size).to_pylist()
-    items = [SourceItem(r["key"], r["path"], r["locator"]) for r in chunk]
-    dataset = ShardImages(source, items, config)
-    if workers:
-        loader = DataLoader(dataset, batch_size=config.batch_size, num_workers=workers,
-                            prefetch_factor=config.decode.prefetch, collate_fn=list)
-    else:
-        loader = threaded_batches(dataset, config.batch_size, config.decode.threads,
-                                  config.decode.prefetch)
-    result = ShardResult()
-    for decoded_batch in loader:
-        batch = []
-        for position, decoded, reason in decoded_batch:
-            row = {"image_id": chunk[position]["image_id"], "source": source.name,
-                   "path": chunk[position]["path"], "shard": index}
-            if reason is not None:
-                result.errors.append({**row, "stage": "decode", "reason": reason})
-            else:
-                batch.append((row, decoded))
-        if batch:
-            score_batch(teachers, batch, result)
-        bar.update(len(decoded_batch))
-    return result
-
-
-def threaded_batches(dataset: Dataset, batch_size: int, threads: int, prefetch: int):
-    """Batches of `dataset` decoded by `threads` threads, `prefetch` batches ahead, in order.
-
-    Pillow releases the GIL while it decodes, so threads overlap decoding with the teachers'
-    compute without worker processes (see `DecodeConfig.threads` for when that pays off)."""
-    if threads < 1:
-        for start in range(0, len(dataset), batch_size):
-            yield [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-        return
-    with ThreadPoolExecutor(threads, thread_name_prefix="distill-decode") as pool:
-        pending: deque = deque()
-        indices = iter(range(len(dataset)))
-        while True:
-            while len(pending) < batch_size * (prefetch + 1):
-                index = next(indices, None)
-                if index is None:
-                    break
-                pending.append(pool.submit(dataset.__getitem__, index))
-            if not pending:
-                return
-            yield [pending.popleft().result() for _ in range(min(batch_size, len(pending)))]
-
-
-def write_result(out: Path, index: int, result: ShardResult) -> None:
-    rows = [{k: v for k, v in row.items() if k != "shard"} for row in result.rows]
-    labels = pa.Table.from_pylist(rows) if rows else pa.table({c: pa.array([], pa.string())
-                                                               for c in ("image_id", "source", "path")})
-    errors = pa.Table.from_pylist(result.errors, schema=run_folder.ERROR_SCHEMA)
-    embeddings = np.stack(result.embeddings) if result.embeddings else None
-    run_folder.write_shard(out, index, labels, errors, embeddings)
-
-
 def finalize(out: Path, config: LabelConfig, teachers: list[Teacher], inputs: pa.Table,
              seconds: float, world: int) -> dict:
     """Fuse over the whole run, merge errors, write the manifest; returns the summary."""
@@ -259,7 +141,20 @@ def cores_per_process(processes: int) -> int:
     return max(1, (os.cpu_count() or 1) // processes)
 
 
+def score_workers(config: LabelConfig, teachers: list[Teacher], device: str,
+                  processes: int = 1) -> int:
+    """Scoring worker processes for this rank: the config's, else one per core on a CPU when
+    every teacher scores per image on one thread (`Teacher.per_process`), else none: this
+    process scores (a GPU's, or networks' intra-op threads), and on a single core too."""
+    if config.score_workers is not None:
+        return config.score_workers
+    cores = cores_per_process(processes)
+    per_process = all(teacher.per_process for teacher in teachers)
+    return cores if device == "cpu" and per_process and cores >= 2 else 0
+
+
 def decode_workers(config: LabelConfig, processes: int = 1) -> int:
+    """DataLoader decode processes when the teachers run in this process."""
     if config.decode.workers is not None:
         return config.decode.workers
     cores = cores_per_process(processes)
@@ -277,14 +172,17 @@ def run_label(config: LabelConfig, progress: bool = True, max_shards: int | None
     # ranks all write the same run.json, atomically.
     check_resume(out, config)
     if state.is_main_process:
+        for folder in (out, out / run_folder.SHARD_DIR):  # what a killed run was writing
+            safefs.remove_stale_partials(folder)
         inputs = freeze_inputs(out, source, config.source, progress)
     state.wait_for_everyone()
     inputs = freeze_inputs(out, source, config.source)
     teachers = create_teachers(config.teachers, config.weights_dir, device=str(state.device))
+    processes = score_workers(config, teachers, str(state.device), state.num_processes)
+    workers = 0 if processes else decode_workers(config, state.num_processes)
     # Every busy thread gets a core of its own: OpenMP teachers on an oversubscribed CPU
     # spin at their barriers and slow down by tens of times (measured on 2 cores).
-    workers = decode_workers(config, state.num_processes)
-    threads = cores_per_process(state.num_processes) - workers
+    threads = 1 if processes else cores_per_process(state.num_processes) - workers
     if os.environ.get("OMP_NUM_THREADS", "").isdigit():  # the user's explicit cap wins
         threads = min(threads, int(os.environ["OMP_NUM_THREADS"]))
     torch.set_num_threads(max(1, threads))
@@ -297,19 +195,24 @@ def run_label(config: LabelConfig, progress: bool = True, max_shards: int | None
     started = time.perf_counter()
     with tqdm(total=todo, unit="img", desc=f"labeling (rank {state.process_index})",
               disable=not progress, dynamic_ncols=True) as bar:
-        for index in mine:
-            write_result(out, index, label_shard(index, inputs, source, teachers, config, bar, workers))
+        if processes:
+            results = score_shards(config, inputs, mine, processes, bar)
+        else:
+            results = ((k, label_shard(k, inputs, source, teachers, config, bar, workers))
+                       for k in mine)
+        for index, result in results:
+            write_result(out, index, result)
     state.wait_for_everyone()
     if not state.is_main_process or len(run_folder.completed_shards(out)) < total_shards:
         return None  # another rank finalizes, or --max-shards left work for the next call
     return finalize(out, config, teachers, inputs, time.perf_counter() - started, state.num_processes)
 
 
-
 def label(config: str | Path | dict | None = None, *, source: str | None = None,
           teachers: str | list[str] | None = None, out: str | None = None,
           shard_size: int | None = None, batch_size: int | None = None,
-          workers: int | None = None, decode_threads: int | None = None,
+          score_workers: int | None = None, workers: int | None = None,
+          decode_threads: int | None = None,
           max_side: int | None = None, max_shards: int | None = None,
           weights_dir: str | None = None, progress: bool = True) -> dict | None:
     """`distill label`: a YAML config (a path, or its mapping) with these options over it.
@@ -324,7 +227,7 @@ def label(config: str | Path | dict | None = None, *, source: str | None = None,
                                               else teachers)
         mapping["teachers"] = {name: options.get(name, {}) for name in names}
     flags = {"out": out, "shard_size": shard_size, "batch_size": batch_size,
-             "weights_dir": weights_dir}
+             "weights_dir": weights_dir, "score_workers": score_workers}
     mapping.update({k: v for k, v in flags.items() if v is not None})
     decode = dict(mapping.get("decode") or {})
     overrides = {"workers": workers, "threads": decode_threads, "max_side": max_side}

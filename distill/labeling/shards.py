@@ -1,0 +1,161 @@
+"""One shard's work: decode its inputs, score them with every teacher, write the shard.
+
+The same two steps, `decode_item` and `score_batch`, run in this process (teachers here,
+decoding inline, in threads or in DataLoader processes ahead of them) or inside the scoring
+worker processes of `distill.labeling.workers`; either way a shard's rows are the same.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from distill import run_folder
+from distill.config import DecodeConfig, LabelConfig
+from distill.decode import Decoded, DecodeError, decode_named
+from distill.sources import Source, SourceItem
+from teachers import Teacher
+
+
+def decode_item(source: Source, item: SourceItem, decode: DecodeConfig) -> tuple[Decoded | None, str | None]:
+    """(the decoded image, None) or (None, the reason it is an error row)."""
+    try:
+        data = source.read(item.locator)
+        return decode_named(data, item.path,
+                            draft_size=decode.max_side if decode.draft else None,
+                            max_side=decode.max_side, min_side=decode.min_side,
+                            max_pixels=decode.max_pixels), None
+    except DecodeError as exc:
+        return None, str(exc)
+    except Exception as exc:  # noqa: BLE001 - any reader failure is this input's error row
+        return None, f"unreadable: {type(exc).__name__}: {exc}"
+
+
+class ShardImages(Dataset):
+    """Decodes one shard's inputs; runs inside DataLoader workers or decode threads."""
+
+    def __init__(self, source: Source, items: list[SourceItem], decode: DecodeConfig):
+        self.source, self.items, self.decode = source, items, decode
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, index: int):
+        return (index, *decode_item(self.source, self.items[index], self.decode))
+
+
+@dataclass
+class ShardResult:
+    rows: list[dict] = field(default_factory=list)
+    errors: list[dict] = field(default_factory=list)
+    embeddings: list[np.ndarray] = field(default_factory=list)
+
+    def extend(self, other: ShardResult) -> None:
+        self.rows += other.rows
+        self.errors += other.errors
+        self.embeddings += other.embeddings
+
+
+def input_rows(inputs: pa.Table, index: int, shard_size: int) -> list[dict]:
+    """Shard `index`'s inputs (image_id, key, path, locator), in order."""
+    return inputs.slice(index * shard_size, shard_size).to_pylist()
+
+
+def score_decoded(teachers: list[Teacher], source_name: str, shard: int, inputs: list[dict],
+                  decoded: list[tuple[int, Decoded | None, str | None]], result: ShardResult):
+    """Rows for one decoded batch: an error row per decode failure, teachers on the rest."""
+    batch = []
+    for position, image, reason in decoded:
+        row = {"image_id": inputs[position]["image_id"], "source": source_name,
+               "path": inputs[position]["path"], "shard": shard}
+        if reason is not None:
+            result.errors.append({**row, "stage": "decode", "reason": reason})
+        else:
+            batch.append((row, image))
+    if batch:
+        score_batch(teachers, batch, result)
+
+
+def score_batch(teachers: list[Teacher], batch: list[tuple[dict, Decoded]], result: ShardResult):
+    """Run every teacher on a batch; an image any teacher failed on becomes an error row."""
+    outputs = {t.name: t.score([decoded.image for _, decoded in batch]) for t in teachers}
+    for position, (row, decoded) in enumerate(batch):
+        failures = [f"{name}: {out.errors[position]}" for name, out in outputs.items()
+                    if position in out.errors]
+        if failures:
+            result.errors.append({**_identity(row), "stage": "teacher", "reason": "; ".join(failures)})
+            continue
+        row.update(sha1=decoded.sha1, width=decoded.width, height=decoded.height)
+        for name, out in outputs.items():
+            row[f"score_{name}"] = float(out.scores[position])
+            if out.distributions is not None:
+                row[f"dist_{name}"] = out.distributions[position].tolist()
+            for extra, values in out.extras.items():
+                row[extra] = float(values[position])
+            if out.embeddings is not None:
+                result.embeddings.append(out.embeddings[position])
+        result.rows.append(row)
+
+
+def _identity(row: dict) -> dict:
+    return {k: row[k] for k in ("image_id", "source", "path", "shard")}
+
+
+def label_shard(index: int, inputs: pa.Table, source: Source, teachers: list[Teacher],
+                config: LabelConfig, bar: tqdm, workers: int = 0) -> ShardResult:
+    """One shard with the teachers in this process; `workers` DataLoader processes (or
+    `config.decode.threads` threads) decode ahead of them."""
+    chunk = input_rows(inputs, index, config.shard_size)
+    items = [SourceItem(r["key"], r["path"], r["locator"]) for r in chunk]
+    dataset = ShardImages(source, items, config.decode)
+    if workers:
+        loader = DataLoader(dataset, batch_size=config.batch_size, num_workers=workers,
+                            prefetch_factor=config.decode.prefetch, collate_fn=list)
+    else:
+        loader = threaded_batches(dataset, config.batch_size, config.decode.threads,
+                                  config.decode.prefetch)
+    result = ShardResult()
+    for decoded_batch in loader:
+        score_decoded(teachers, source.name, index, chunk, decoded_batch, result)
+        bar.update(len(decoded_batch))
+    return result
+
+
+def threaded_batches(dataset: Dataset, batch_size: int, threads: int, prefetch: int) -> Iterator[list]:
+    """Batches of `dataset` decoded by `threads` threads, `prefetch` batches ahead, in order.
+
+    Pillow releases the GIL while it decodes, so threads overlap decoding with the teachers'
+    compute without worker processes (see `DecodeConfig.threads` for when that pays off)."""
+    if threads < 1:
+        for start in range(0, len(dataset), batch_size):
+            yield [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+        return
+    with ThreadPoolExecutor(threads, thread_name_prefix="distill-decode") as pool:
+        pending: deque = deque()
+        indices = iter(range(len(dataset)))
+        while True:
+            while len(pending) < batch_size * (prefetch + 1):
+                index = next(indices, None)
+                if index is None:
+                    break
+                pending.append(pool.submit(dataset.__getitem__, index))
+            if not pending:
+                return
+            yield [pending.popleft().result() for _ in range(min(batch_size, len(pending)))]
+
+
+def write_result(out: Path, index: int, result: ShardResult) -> None:
+    rows = [{k: v for k, v in row.items() if k != "shard"} for row in result.rows]
+    labels = pa.Table.from_pylist(rows) if rows else pa.table({c: pa.array([], pa.string())
+                                                               for c in ("image_id", "source", "path")})
+    errors = pa.Table.from_pylist(result.errors, schema=run_folder.ERROR_SCHEMA)
+    embeddings = np.stack(result.embeddings) if result.embeddings else None
+    run_folder.write_shard(out, index, labels, errors, embeddings)
