@@ -25,7 +25,7 @@ from distill.config import LabelConfig, from_mapping, load_yaml, to_dict
 from distill.errors import ConfigError
 from distill.labeling.fusion import fuse_run
 from distill.labeling.shards import label_shard, write_result
-from distill.labeling.workers import score_shards
+from distill.labeling.workers import score_shards, start_early
 from distill.run_folder import image_id
 from distill.scoring import expand_teacher_sets
 from distill.sources import Source, create_source, guess_source
@@ -167,6 +167,8 @@ def run_label(config: LabelConfig, progress: bool = True, max_shards: int | None
     # cpu=True is what makes accelerate start a gloo group under torchrun on a CPU machine.
     state = PartialState(cpu=not torch.cuda.is_available())
     out = Path(config.out)
+    if str(state.device) == "cpu" and config.score_workers != 0:
+        start_early()  # scoring workers are likely: their fork server imports meanwhile
     source = create_source(config.source)
     # Every rank checks (and none waits at a barrier for a rank that refused); a fresh run's
     # ranks all write the same run.json, atomically.
