@@ -222,3 +222,22 @@ def test_10_atomic_writes_leave_nothing_on_a_full_disk(mount_tmpfs):
     (full / "filler").unlink()
     run_folder.write_json(full / "big.json", {"rows": [1]})
     assert (full / "big.json").exists()
+
+
+def test_11_partials_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    from distill import safefs
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    host = socket.gethostname()
+    stale = tmp_path / f".labels-00003.parquet.{host}.{dead.stdout.strip()}.a1b2c3.partial"
+    live = tmp_path / f".labels-00004.parquet.{host}.{os.getpid()}.d4e5f6.partial"
+    elsewhere = tmp_path / f".labels-00005.parquet.other-host.{dead.stdout.strip()}.0a0b0c.partial"
+    for path in (stale, live, elsewhere):
+        path.write_bytes(b"half a shard")
+    assert safefs.remove_stale_partials(tmp_path) == [stale]
+    assert not stale.exists() and live.exists() and elsewhere.exists()
