@@ -121,7 +121,8 @@ def aggd_fit(p: np.ndarray) -> tuple[float, float, float]:
     rhat = (sum_abs / flat.size) ** 2 / (sum_sq / flat.size)
     rhatnorm = rhat * (gammahat**3 + 1) * (gammahat + 1) / (gammahat**2 + 1) ** 2
     if not math.isfinite(rhatnorm):
-        raise ValueError("AGGD fit undefined (no positive or no negative products)")
+        raise ValueError("AGGD fit undefined: the image is flat (no positive or no negative "
+                         "neighbour products)")
     return _grid_argmin(AGGD_TABLE, rhatnorm), left_std, right_std
 
 

@@ -71,6 +71,9 @@ class Teacher(ABC):
     # times as fast (the label stage's default on a CPU). Networks (NIMA, CLIP) say False:
     # their batches use intra-op threads well, and a copy per process costs memory.
     per_process: bool = False
+    # For a teacher without torch modules: its learned parameters, where the method has a
+    # known count (the benchmark's cost column); None where counting makes no sense.
+    parameter_count: int | None = None
 
     @abstractmethod
     def _score_batch(self, images: Sequence[Image.Image]) -> TeacherOutput:
@@ -94,16 +97,11 @@ class Teacher(ABC):
     def _score_resilient(self, batch: Sequence[Image.Image]) -> TeacherOutput:
         try:
             return self._score_batch(batch)
-        except Exception:  # one bad image must not cost the other images
-            if len(batch) == 1:
-                raise
-        singles = []
-        for image in batch:
-            try:
-                singles.append(self._score_batch([image]))
-            except Exception as exc:  # noqa: BLE001 - recorded with its reason, not swallowed
-                singles.append(self._failed(f"{self.name}: {type(exc).__name__}: {exc}"))
-        return TeacherOutput.concat(singles)
+        except Exception as exc:  # noqa: BLE001 - one bad image must not cost the others
+            if len(batch) == 1:  # recorded with its reason; a teacher broken for every
+                # image raises from _failed's probe instead
+                return self._failed(f"{self.name}: {type(exc).__name__}: {exc}")
+        return TeacherOutput.concat([self._score_resilient([image]) for image in batch])
 
     def _failed(self, reason: str) -> TeacherOutput:
         """A one-image output shaped like a success, with NaNs and the reason."""

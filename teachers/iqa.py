@@ -96,6 +96,7 @@ class FastIqaTeacher(Teacher):
 
     batch_size = 16
     per_process = True
+    parameter_count = 0  # as pyiqa's modules count: BRISQUE's SVR is data in its weights file
 
     def __init__(self, spec: TeacherSpec, score_one, weight_files: list[dict], computed_by: str):
         self.spec = spec

@@ -64,6 +64,8 @@ def test_failing_image_gets_nan_and_a_reason(name, photo):
     assert np.isnan(output.scores[1]) and set(output.errors) == {1}
     assert output.errors[1].startswith(f"{name}: ")
     assert np.isfinite(output.scores[[0, 2]]).all()
+    alone = teacher.score([images[1]])  # a batch of one (a scoring worker's last image)
+    assert np.isnan(alone.scores[0]) and alone.errors[0] == output.errors[1]
 
 
 def test_provenance_names_the_implementation():

@@ -16,6 +16,7 @@ import sys
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
@@ -183,13 +184,20 @@ def test_10_a_thin_panorama_is_an_error_row_with_a_reason(tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()
     Image.new("RGB", (8000, 64), (120, 90, 60)).save(folder / "strip.png")
-    Image.new("RGB", (300, 200), (120, 90, 60)).save(folder / "fine.png")
+    noise = np.random.default_rng(0).integers(0, 256, (200, 300, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(folder / "fine.png")
+    Image.new("RGB", (300, 200), (120, 90, 60)).save(folder / "flat.png")
     result = distill("label", "--source", folder, "--out", tmp_path / "run", "--no-progress",
                      "--teachers", "brisque,technical")
     assert result.returncode == 0, result.stderr
     errors = pq.read_table(tmp_path / "run" / "errors.parquet").to_pylist()
-    assert [(Path(e["path"]).name, e["stage"]) for e in errors] == [("strip.png", "decode")]
-    assert "too thin: 8000x64 becomes 768x6" in errors[0]["reason"]
+    assert sorted((Path(e["path"]).name, e["stage"]) for e in errors) == [
+        ("flat.png", "teacher"), ("strip.png", "decode")]
+    reasons = {Path(e["path"]).name: e["reason"] for e in errors}
+    assert "too thin: 8000x64 becomes 768x6" in reasons["strip.png"]
+    assert "brisque" in reasons["flat.png"] and "flat" in reasons["flat.png"]
+    labels = pq.read_table(run_folder.labels_path(tmp_path / "run", 0)).to_pylist()
+    assert [Path(row["path"]).name for row in labels] == ["fine.png"]
 
 
 def test_10_a_tar_with_a_repeated_member_names_the_key(photos, tmp_path):

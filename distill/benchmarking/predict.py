@@ -108,7 +108,9 @@ def torch_cost(teacher) -> dict:
     modules = torch_modules(teacher)
     if not modules:
         reason = "not a torch model (numpy/scipy heuristics)"
-        return {"params": None, "params_note": reason, "flops": None, "flops_note": reason}
+        return {"params": teacher.parameter_count,
+                "params_note": "" if teacher.parameter_count is not None else reason,
+                "flops": None, "flops_note": reason}
     unique = {id(p): p for module in modules for p in module.parameters()}
     cost = {"params": int(sum(p.numel() for p in unique.values())), "params_note": ""}
     side = teacher.spec.input_size

@@ -88,8 +88,10 @@ def score_batch(teachers: list[Teacher], batch: list[tuple[dict, Decoded]], resu
     """Run every teacher on a batch; an image any teacher failed on becomes an error row."""
     outputs = {t.name: t.score([decoded.image for _, decoded in batch]) for t in teachers}
     for position, (row, decoded) in enumerate(batch):
-        failures = [f"{name}: {out.errors[position]}" for name, out in outputs.items()
-                    if position in out.errors]
+        failures = [f"{name}: {out.errors[position]}" if position in out.errors
+                    else f"{name}: no finite score ({out.scores[position]})"
+                    for name, out in outputs.items()
+                    if position in out.errors or not np.isfinite(out.scores[position])]
         if failures:
             result.errors.append({**_identity(row), "stage": "teacher", "reason": "; ".join(failures)})
             continue
