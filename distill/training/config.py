@@ -78,7 +78,7 @@ class TrainConfig:
     weights_dir: str | None = None
     seed: int = 0
     mixed_precision: str | None = None  # no | fp16 | bf16; None: accelerate launch's, else no
-    cpu_threads: int | None = None  # torch threads per process on CPUs; None: cores / processes
+    cpu_threads: int | None = None  # torch threads per process on CPUs; None: training/threads.py
     tensorboard: bool = True
     log_every: int = 10
     eval_every: int = 100  # steps; evaluates the EMA weights on the val split

@@ -44,6 +44,7 @@ from distill.training.state import (
     load_checkpoint,
     save_checkpoint,
 )
+from distill.training.threads import choose_threads, running_elsewhere
 from students import create_student
 from students.checkpoint import load_student, output_names, save_student
 from students.losses import distillation_loss
@@ -58,9 +59,10 @@ def run_train(config: TrainConfig, resume: bool = False, progress_bar: bool = Tr
         cpu=not torch.cuda.is_available(),  # what starts a gloo group under torchrun on CPUs
         mixed_precision=config.mixed_precision, gradient_accumulation_steps=optim.grad_accum,
         log_with="tensorboard" if config.tensorboard else None, project_dir=str(run))
-    if not torch.cuda.is_available():  # share this host's cores between its processes
-        share = max(1, torch.get_num_threads() // accelerator.num_processes)
-        torch.set_num_threads(config.cpu_threads or share)
+    if not torch.cuda.is_available():  # this host's cores, shared, and only the free ones
+        torch.set_num_threads(choose_threads(
+            config.cpu_threads, torch.get_num_threads(), accelerator.num_processes,
+            None if config.cpu_threads else running_elsewhere()))
     checkpoint = latest_checkpoint(run)
     if checkpoint is not None and not resume:
         raise DistillError(f"{run} holds checkpoints of an earlier run: pass --resume to "
