@@ -44,7 +44,7 @@ from distill.training.state import (
     load_checkpoint,
     save_checkpoint,
 )
-from distill.training.threads import choose_threads, running_elsewhere
+from distill.training.threads import choose_threads, host_cores, running_elsewhere
 from students import create_student
 from students.checkpoint import load_student, output_names, save_student
 from students.losses import distillation_loss
@@ -61,7 +61,7 @@ def run_train(config: TrainConfig, resume: bool = False, progress_bar: bool = Tr
         log_with="tensorboard" if config.tensorboard else None, project_dir=str(run))
     if not torch.cuda.is_available():  # this host's cores, shared, and only the free ones
         torch.set_num_threads(choose_threads(
-            config.cpu_threads, torch.get_num_threads(), accelerator.num_processes,
+            config.cpu_threads, host_cores(), accelerator.num_processes,
             None if config.cpu_threads else running_elsewhere()))
     checkpoint = latest_checkpoint(run)
     if checkpoint is not None and not resume:
@@ -77,7 +77,8 @@ def run_train(config: TrainConfig, resume: bool = False, progress_bar: bool = Tr
     if config.student.finetune:
         start_from(model, Path(config.student.finetune), config.student.name)
     accelerator.print(f"student {config.student.name}: {model.init['kind'].upper()} init "
-                      f"({model.init.get('file') or model.init.get('reason')}); {data.describe()}")
+                      f"({model.init.get('file') or model.init.get('reason')}); {data.describe()}"
+                      f"; {torch.get_num_threads()} torch threads")
     optimizer = torch.optim.AdamW(param_groups(model, optim.weight_decay), lr=optim.lr)
     model, optimizer, train_loader, val_loader = accelerator.prepare(
         model, optimizer, data.train_loader, data.val_loader)
@@ -304,6 +305,7 @@ def write_outputs(config: TrainConfig, data: TrainData, ema_model: torch.nn.Modu
                             "no val split: student.pt holds the last EMA weights",
         "training": {"steps": state.step, "max_steps": config.optim.max_steps,
                      "stopped_early": state.stopped, "ema_decay": config.optim.ema_decay,
+                     "torch_threads": torch.get_num_threads(),
                      **session},
         "preprocessing": preprocessing,
         "outputs": output_names(arch["rating_bins"]),
