@@ -412,7 +412,7 @@ def test_two_processes_keep_identical_parameters(label_run, tmp_path):
          "--set", "tensorboard=false", "--set", "eval_every=3"],
         capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=300,
         check=False)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, result.stdout + "\n=====\n" + result.stderr[-3000:]
     card = json.loads((out / "model_card.json").read_text())
     assert card["training"]["processes"] == 2 and card["training"]["steps"] == 6
     digests = card["training"]["rank_parameter_digests"]
