@@ -7,9 +7,11 @@ Nothing here ever modifies the file on disk.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,11 @@ MIN_SIDE = 32
 # Checked from the header, before any pixel is decoded: 200 MP covers every real camera.
 MAX_PIXELS = 200_000_000
 ORIGINAL_SIZE_KEY = "distill.original_size"
+# No photo file is larger (a 200 MP 16-bit TIFF is 1.2 GB); reading more only exhausts memory.
+MAX_FILE_BYTES = 2 * 1024**3
+# Above this, a file with under 1/8 of its size on disk is sparse, not a photo; below it, file
+# systems that store small files compressed or inline could look the same.
+SPARSE_MIN_BYTES = 64 * 1024**2
 
 
 class DecodeError(Exception):
@@ -230,18 +237,71 @@ def decode_bytes(
     return Decoded(img, width, height, sha1, "; ".join(notes), taken_at)
 
 
-def read_bytes(path: str | os.PathLike) -> bytes:
-    """Read a file, turning the OS's failures into recordable reasons."""
+def read_bytes(path: str | os.PathLike, *, follow_symlinks: bool = True,
+               max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of a regular file of sane size, or a DecodeError saying what the path is.
+
+    Every input the tool did not write comes through here. The file is opened without blocking
+    (a FIFO would wait forever for a writer) and checked on the open descriptor, so what is
+    checked is what is read: a directory, device, FIFO or socket, a file over `max_bytes`, or
+    a large sparse file (what a corrupt FAT entry looks like: gigabytes, nothing on disk) is
+    refused before a byte is read. A file that grows while it is read is refused too.
+    follow_symlinks=False refuses a symbolic link itself, for callers that move or link the
+    file rather than read it."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow_symlinks else os.O_NOFOLLOW)
     try:
-        return Path(path).read_bytes()
-    except FileNotFoundError:
-        raise DecodeError("file not found (vanished or never existed)") from None
-    except PermissionError:
-        raise DecodeError("unreadable: permission denied") from None
-    except IsADirectoryError:
-        raise DecodeError("is a directory") from None
+        descriptor = os.open(path, flags)
     except OSError as exc:
-        raise DecodeError(f"unreadable: {exc.strerror or exc}") from None
+        raise DecodeError(_unreadable(path, exc)) from None
+    try:
+        status = os.fstat(descriptor)
+        refuse_unless_regular(status, max_bytes)
+        with os.fdopen(descriptor, "rb", closefd=False) as handle:
+            data = handle.read(status.st_size + 1)
+    except OSError as exc:
+        raise DecodeError(_unreadable(path, exc)) from None
+    finally:
+        os.close(descriptor)
+    if len(data) != status.st_size:
+        raise DecodeError(f"changed while being read ({status.st_size} bytes, then {len(data)}"
+                          "): still being written?")
+    return data
+
+
+def refuse_unless_regular(status: os.stat_result, max_bytes: int = MAX_FILE_BYTES) -> None:
+    """DecodeError unless `status` (an fstat or lstat) is a regular file of sane size."""
+    if not stat.S_ISREG(status.st_mode):
+        raise DecodeError(f"is {_file_kind(status.st_mode)}, not a regular file")
+    on_disk = status.st_blocks * 512
+    if status.st_size > SPARSE_MIN_BYTES and on_disk * 8 < status.st_size:
+        raise DecodeError(f"sparse file: {status.st_size} bytes with {on_disk} on disk "
+                          "(a damaged file-system entry?)")
+    if status.st_size > max_bytes:
+        raise DecodeError(f"too large: {status.st_size} bytes > {max_bytes} (max_bytes)")
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISLNK, "a symbolic link"),
+                       (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return kind
+    return "an unknown kind of file"
+
+
+def _unreadable(path: str | os.PathLike, exc: OSError) -> str:
+    if exc.errno == errno.ENOENT:
+        return "file not found (vanished or never existed)"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "unreadable: permission denied"
+    if exc.errno == errno.ELOOP:
+        return "is a symbolic link, not followed"
+    if exc.errno in (errno.ENXIO, errno.EOPNOTSUPP):  # a socket cannot be opened
+        try:
+            return f"is {_file_kind(os.lstat(path).st_mode)}, not a regular file"
+        except OSError:
+            pass
+    return f"unreadable: {exc.strerror or exc}"
 
 
 def decode_named(data: bytes, name: str | os.PathLike, **opts) -> Decoded:

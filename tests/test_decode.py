@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import struct
 import zlib
 
@@ -96,6 +97,37 @@ def test_missing_and_directory_paths_give_a_reason(tmp_path):
     (tmp_path / "folder.jpg").mkdir()
     with pytest.raises(DecodeError, match="is a directory"):
         decode_path(tmp_path / "folder.jpg")
+
+
+def test_only_regular_files_of_sane_size_are_read(tmp_path, photo):
+    """Nothing that is not a photo-sized regular file is read: each returns at once with its
+    reason (a FIFO or /dev/zero would block or never end; a sparse 20 GB file would fill memory)."""
+    import socket
+
+    from distill.decode import read_bytes
+
+    jpeg = _encode(photo, "JPEG")
+    (tmp_path / "real.jpg").write_bytes(jpeg)
+    os.mkfifo(tmp_path / "fifo.jpg")
+    os.symlink("/dev/zero", tmp_path / "zero.jpg")
+    os.symlink("real.jpg", tmp_path / "link.jpg")
+    with open(tmp_path / "sparse.jpg", "wb") as handle:
+        handle.truncate(20 * 1024**3)
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(tmp_path / "socket.jpg"))
+    expected = {"fifo.jpg": "is a FIFO, not a regular file",
+                "zero.jpg": "is a character device, not a regular file",
+                "socket.jpg": "is a socket, not a regular file",
+                "sparse.jpg": "sparse file: 21474836480 bytes with 0 on disk"}
+    for name, reason in expected.items():
+        with pytest.raises(DecodeError, match=reason):
+            decode_path(tmp_path / name)
+    listener.close()
+    assert read_bytes(tmp_path / "link.jpg") == jpeg  # followed on purpose by readers
+    with pytest.raises(DecodeError, match="is a symbolic link, not followed"):
+        read_bytes(tmp_path / "link.jpg", follow_symlinks=False)
+    with pytest.raises(DecodeError, match=rf"too large: {len(jpeg)} bytes > 1000 \(max_bytes\)"):
+        read_bytes(tmp_path / "real.jpg", max_bytes=1000)
 
 
 def test_draft_mode_decodes_jpeg_smaller_but_reports_original_size(photo):
