@@ -198,6 +198,8 @@ def decode_bytes(
         raise DecodeError("not an image: unrecognised format") from None
     except Image.DecompressionBombError as exc:
         raise DecodeError(f"decompression bomb: {exc}") from None
+    except (OSError, SyntaxError, ValueError) as exc:  # a decoder's own limit, e.g. a PNG text
+        raise DecodeError(f"unreadable image: {exc}") from None  # chunk that inflates too far
 
     header_w, header_h = img.size
     if header_w * header_h > max_pixels:

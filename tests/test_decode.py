@@ -153,3 +153,13 @@ def test_one_failing_image_does_not_cost_the_batch(photo):
     assert list(output.errors) == [1] and "synthetic failure" in output.errors[1]
     assert np.isnan(output.scores[1]) and np.isfinite(output.scores[[0, 2]]).all()
     assert np.isnan(output.extras["tech_sharpness"][1])
+
+
+def test_a_decoder_limit_is_a_reason_not_a_crash(photo):
+    """A 14 KB PNG whose zTXt chunk inflates past Pillow's MAX_TEXT_CHUNK (ValueError in open)."""
+    png = _encode(photo.resize((64, 64)), "PNG")
+    text = b"Comment\x00\x00" + zlib.compress(b"\x00" * (2 * 1024**2), 9)
+    chunk = (struct.pack(">I", len(text)) + b"zTXt" + text
+             + struct.pack(">I", zlib.crc32(b"zTXt" + text) & 0xFFFFFFFF))
+    with pytest.raises(DecodeError, match="unreadable image: Decompressed data too large"):
+        decode_bytes(png[:33] + chunk + png[33:])  # after the 8-byte signature and IHDR
