@@ -376,3 +376,19 @@ def test_names_that_are_not_utf8_travel_reversibly(jpegs, tmp_path):
                                                    "technical", "--format", "csv"])
     assert result.exit_code == 0 and "caf\\xe9.jpg" in result.output, result.output
     assert sha256_tree(folder) == before
+
+
+def test_a_new_review_queue_never_replaces_one_a_person_filled_in(finished, tmp_path):
+    from distill.review import build_queue
+
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    queue = Path(build_queue(run, 4)["queue"])
+    rows = queue.read_text().splitlines()
+    assert rows[1].endswith(",,")  # human_label, human_score: empty
+    queue.write_text("\n".join([rows[0], rows[1][:-1] + "keep,", *rows[2:]]) + "\n")
+    before = sha256_tree(run / "review")
+    with pytest.raises(DistillError) as caught:
+        build_queue(run, 4)
+    one_line(caught.value, str(queue), "1 human labels", "import-labels")
+    assert sha256_tree(run / "review") == before

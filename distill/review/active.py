@@ -100,6 +100,7 @@ def build_queue(out: Path, budget: int, review_dir: Path | None = None, seed: in
         queue.append(row)
     review_dir = Path(review_dir or out / "review")
     review_dir.mkdir(parents=True, exist_ok=True)
+    refuse_filled_queue(review_dir / "queue.csv", out)
     with (review_dir / "queue.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=QUEUE_FIELDS + teacher_fields + ["human_label", "human_score"],
                                 extrasaction="ignore")
@@ -112,6 +113,18 @@ def build_queue(out: Path, budget: int, review_dir: Path | None = None, seed: in
     return {"queued": len(queue), "clusters": len({int(picked["cluster"][i]) for i in picked["chosen"]}),
             "pool": table.num_rows, "queue": str(review_dir / "queue.csv"),
             "sheet": str(review_dir / "index.html")}
+
+
+def refuse_filled_queue(queue: Path, out: Path) -> None:
+    """A queue a person has begun to fill in is their work: a new queue never replaces it."""
+    if not queue.exists():
+        return
+    text = read_input(queue, "review queue").decode("utf-8", "replace")
+    filled = [row for row in csv.DictReader(io.StringIO(text, newline=""))
+              if (row.get("human_label") or "").strip() or (row.get("human_score") or "").strip()]
+    if filled:
+        raise DistillError(f"{queue} holds {len(filled)} human labels: import them first "
+                           f"(`distill import-labels {queue} --labels {out}`), or move it away")
 
 
 def import_labels(out: Path, labels_csv: Path, keep_threshold: float = 6.0) -> dict:
