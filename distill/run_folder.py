@@ -228,6 +228,12 @@ def refuse_unless_empty(folder: Path, flag: str = "--out") -> None:
         raise DistillError(f"{flag} {folder} is not empty: choose a new or empty folder")
 
 
+def read_shard_inputs(out: Path, index: int, shard_size: int) -> pa.Table:
+    """Shard `index`'s slice of inputs.parquet: rows [index * shard_size, (index + 1) * shard_size)."""
+    table = read_parquet(Path(out) / INPUTS_FILE)
+    return table.slice(index * shard_size, shard_size)
+
+
 def read_locators(out: Path) -> dict[str, str]:
     """image_id → how the run's source reads it (tar member, dataset row), from inputs.parquet."""
     inputs = Path(out) / INPUTS_FILE
