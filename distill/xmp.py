@@ -18,7 +18,8 @@ installed, exiftool must read the same from both): exiv2 silently drops what it 
 (an `rdf:parseType="Literal"` property, a struct nested hundreds deep, …), and a sidecar it
 would lose anything of is left byte for byte and reported as an XmpError. The
 merged bytes replace the sidecar through a temporary file with the old one's permissions and
-owner, and only if the sidecar was not changed meanwhile.
+owner, and only if the sidecar was not changed meanwhile. A read-only sidecar (no owner write
+bit: 0444) is refused, as digiKam and Lightroom refuse it.
 """
 
 from __future__ import annotations
@@ -351,6 +352,10 @@ def write_sidecar(sidecar: Path, rating: int, pick_label: int,
         status = None
     except OSError as exc:
         raise XmpError(f"{sidecar}: {exc.strerror or exc}; left untouched") from None
+    if status is not None and stat.S_ISREG(status.st_mode) and not status.st_mode & stat.S_IWUSR:
+        # digiKam and Lightroom do not write a read-only sidecar either: the user's "keep out"
+        raise XmpError(f"{sidecar}: read-only (mode {stat.S_IMODE(status.st_mode):04o}); left "
+                       "untouched (make it writable for --xmp to rate it)")
     data, before = None, {}
     if status is not None:
         data = read_untrusted(sidecar)
