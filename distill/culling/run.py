@@ -224,7 +224,6 @@ def _prepare(unit: tuple[Path, list[Path]], folder: Path,
         entry.update(size=status.st_size, mtime_ns=status.st_mtime_ns)
         # cull moves files: a symbolic link (whose target lies elsewhere, and which would
         # dangle in its new folder) is refused like a FIFO or a device, in every action
-        safefs.regular_file(photo)
         data = read_bytes(photo, follow_symlinks=False)
         # a JPEG decodes straight to about the student's scale, as labeling does
         decoded = decode_named(data, photo, draft_size=draft_size)
