@@ -14,6 +14,7 @@ file system, half on another (tmpfs).
 
     python benchmarks/fault_table.py             # -> benchmarks/results/faults.json (about 6 min)
     python benchmarks/fault_table.py --no-suite --kills 30   # only the kill trial
+    python benchmarks/fault_table.py --kills 0               # only the suite
 """
 
 from __future__ import annotations
@@ -301,7 +302,7 @@ def main() -> None:
     parser.add_argument("--no-suite", action="store_true", help="only the kill trial")
     args = parser.parse_args()
     out = ROOT / "benchmarks" / "results" / "faults.json"
-    result = json.loads(out.read_text()) if args.no_suite and out.exists() else {}
+    result = json.loads(out.read_text()) if out.exists() else {}  # keeps what is not rerun
     run = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
            "machine": {"platform": platform.platform(), "processor": platform.processor(),
                        "cpu_count": os.cpu_count(), "load_average_at_start": list(os.getloadavg())},
