@@ -28,7 +28,7 @@ import faiss
 import numpy as np
 
 from distill.errors import ConfigError, DistillError
-from distill.similar.search import CANDIDATE_MARGIN, TRAIN_POINTS_PER_LIST, pair_similarity
+from distill.similar.search import CANDIDATE_MARGIN, TRAIN_POINTS_PER_LIST, rescore_candidates
 
 ASSIGN_CHUNK = 65536  # vectors per assignment task
 TASK_ENTRIES = 65536  # cluster members per search task (small clusters share a task)
@@ -209,14 +209,9 @@ def sharded_pairs(vectors: np.ndarray, valid: np.ndarray, threshold: float, spec
         found_a.append(entry_rows[member[offsets[first] + i]])
         found_b.append(entry_rows[member[offsets[first] + j]])
     a, b = (np.concatenate(found_a), np.concatenate(found_b)) if found_a else (empty, empty)
-    a, b = np.minimum(a, b), np.maximum(a, b)
-    keys = np.unique(a[a != b] * len(valid) + b[a != b])
-    a, b = keys // len(valid), keys % len(valid)
-    sims = pair_similarity(vectors, a, b, signs)
-    keep = sims >= threshold
+    a, b, sims, info["candidate_pairs"] = rescore_candidates(vectors, a, b, threshold, signs)
     info["search_s"] = round(time.perf_counter() - started, 3)
-    info["candidate_pairs"] = len(keys)
-    return a[keep], b[keep], sims[keep], info
+    return a, b, sims, info
 
 
 def _search_tasks(sizes: np.ndarray, entries: int) -> list[tuple[int, int]]:
