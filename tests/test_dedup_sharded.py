@@ -82,7 +82,8 @@ def test_cli_sharded_plan_in_worker_processes_writes_what_the_single_plan_writes
                                                 "--plan", "sharded", "--clusters", "8",
                                                 "--workers", "2"])
     assert result.exit_code == 0, result.output
-    assert "8 cells, top 2" in result.output and "(local)" in result.output
+    assert "flat within 8 k-means cells (top 2 per image" in result.output
+    assert "search tasks, local)" in result.output
     for name in ("dedup.parquet", "dedup_pairs.parquet"):
         assert pq.read_table(sharded / name).equals(pq.read_table(single / name)), name
     assert pq.read_table(single / "dedup_pairs.parquet").num_rows >= 90

@@ -99,8 +99,8 @@ def format_summary(summary: dict) -> str:
     if index["kind"] == "ivf":
         index_text += f" nlist={index['nlist']} nprobe={index['nprobe']}"
     elif index["kind"] == "sharded":
-        index_text += (f" plan: {index['clusters']} cells, top {index['assign']}, "
-                       f"{index['tasks']} search tasks ({index['engine']})")
+        index_text = (f"flat within {index['clusters']} k-means cells (top {index['assign']} "
+                      f"per image; {index['tasks']} search tasks, {index['engine']})")
     lines = [
         (f"{summary['images']} images: kept {summary['kept']}, dropped {summary['dropped']} "
          f"(exact {summary['exact_duplicates']}, near {summary['near_duplicates']}, "
