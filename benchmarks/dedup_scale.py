@@ -12,6 +12,7 @@ on `--queries` rows, and the planted pairs against the clusters dedup found.
     python benchmarks/dedup_scale.py --n 100000 --index hnsw
     python benchmarks/dedup_scale.py --crossover          # exact vs approximate by size
     python benchmarks/dedup_scale.py --compare            # single vs sharded plan, same data
+    python benchmarks/dedup_scale.py --coverage           # planted pairs sharing a cell, top-m
 
 --compare runs `run_dedup` twice on one run folder, each in a fresh process: the default
 single-machine plan (`--index`) and the sharded plan (`--clusters`, `--assign`, `--workers`);
@@ -246,6 +247,32 @@ def compare_plans(run: Path, args, copies: np.ndarray, originals: np.ndarray) ->
     }
 
 
+def cell_coverage(args) -> dict:
+    """Which planted pairs share a cell under each assignment rule, with the centroids the
+    sharded plan trains on these vectors (same sample, same seed). In-cell search is exact, so
+    a planted pair sharing a cell is a pair the plan finds: this prices --assign without
+    running the searches."""
+    from distill.similar import descriptors
+    from distill.similar.sharded import assign_chunk, default_clusters, train_centroids
+
+    vectors, copies, originals = synthetic_vectors(args.n, args.centres, args.planted, args.dim,
+                                                   noise=args.noise)
+    vectors[:] = descriptors.normalise_rows(vectors)  # as run_dedup does to stored embeddings
+    cells = args.clusters or default_clusters(args.n)
+    started = time.perf_counter()
+    centroids = train_centroids(vectors, np.arange(args.n), cells)
+    copy_top, original_top = (assign_chunk(vectors[r], centroids, 8) for r in (copies, originals))
+    row = {"clusters": cells, "pairs": len(copies),
+           "train_and_assign_s": round(time.perf_counter() - started, 1)}
+    for m in (1, 2, 3, 4):
+        shared = [bool(set(x[:m]) & set(y[:m])) for x, y in zip(copy_top, original_top)]
+        row[f"missed_top{m}_both_ways"] = len(shared) - sum(shared)
+    for m in (2, 4, 8):  # IVF-like: a member of its first cell, a query in its top m
+        probed = [x[0] in y[:m] or y[0] in x[:m] for x, y in zip(copy_top, original_top)]
+        row[f"missed_home_probe{m}"] = len(probed) - sum(probed)
+    return row
+
+
 def _forwarded(args) -> list[str]:
     names = ("index", "nprobe", "k", "hnsw_m", "ef_search", "threshold", "queries", "assign",
              "workers")
@@ -337,6 +364,8 @@ def main():
     parser.add_argument("--noise", type=float, default=NOISE,
                         help="noise/centre norm ratio: same-centre cosine ≈ 1/(1+noise²)")
     parser.add_argument("--compare", action="store_true", help="single vs sharded plan")
+    parser.add_argument("--coverage", action="store_true",
+                        help="planted pairs sharing a cell under top-m assignment")
     parser.add_argument("--plan", default="single", choices=["single", "sharded"],
                         help=argparse.SUPPRESS)
     parser.add_argument("--clusters", type=int, default=None, help="sharded plan: k-means cells")
@@ -357,6 +386,17 @@ def main():
         _save(args.out, "crossover", f"dim{args.dim}", {
             "date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": _machine(),
             "rows": rows, "smallest_n_where_ivf_is_faster": min(faster) if faster else None})
+        return
+
+    if args.coverage:
+        load_before = os.getloadavg()
+        row = cell_coverage(args)
+        row.update(loadavg_before=load_before, loadavg_after=os.getloadavg())
+        print(json.dumps(row), flush=True)
+        _save(args.out, "cell_coverage", f"n{args.n}-c{row['clusters']}", {
+            "date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": _machine(),
+            "data": {"n": args.n, "dim": args.dim, "centres": args.centres, "noise": args.noise,
+                     "planted_fraction": args.planted}, **row})
         return
 
     load_before = os.getloadavg()
