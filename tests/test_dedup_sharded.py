@@ -99,7 +99,8 @@ def test_ray_tasks_find_the_same_pairs(planted):
     vectors, valid = planted
     local = sharded_pairs(vectors[:5000], valid[:5000], 0.95, ShardSpec(clusters=16),
                           progress=False)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # address="local": a cluster of its own, never one another process left running here.
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         remote = sharded_pairs(vectors[:5000], valid[:5000], 0.95,
                                ShardSpec(clusters=16, engine="ray"), progress=False)
