@@ -117,9 +117,10 @@ def run_dedup(labels_dir, against=None, threshold: float | None = None, descript
 
     is_duplicate = np.array([r is not None for r in reason], dtype=bool)
     result = _dedup_table(ids, labels, is_duplicate, dup_of, similarity, reason)
-    run_folder.write_table(out / run_folder.DEDUP_FILE, result)
+    # The pairs first: dedup.parquet, which training reads, is written only after them.
     run_folder.write_table(out / run_folder.DEDUP_PAIRS,
                            _pairs_table(ids, exact_a, exact_b, near_a, near_b, near_sim))
+    run_folder.write_table(out / run_folder.DEDUP_FILE, result)
     lap("write_s")
     summary = {
         "labels_dir": str(out), "images": n,
