@@ -1,6 +1,6 @@
 """What `distill cull` tells the user: the report (CSV or JSON, one row per photo) and, with
 `--html`, a static review page of the similar-shot groups (`distill.sheet`: thumbnails only,
-no JavaScript, opens offline)."""
+with face boxes where faces were found; no JavaScript, opens offline)."""
 
 from __future__ import annotations
 
@@ -12,14 +12,20 @@ from pathlib import Path
 from distill.sheet import write_sheet
 
 REPORT_FIELDS = ["image", "decision", "reason", "quality", "keep_prob", "group_id", "group_size",
-                 "best_in_group", "similar_to", "flags", "tier", "rating", "pick_label",
-                 "taken_at", "action", "target", "companions", "error", "xmp_error"]
+                 "best_in_group", "similar_to", "flags", "focus", "faces", "eyes_closed",
+                 "tier", "rating", "pick_label", "taken_at", "action", "target", "companions",
+                 "error", "xmp_error"]
 
 
 def _row(entry: dict) -> dict:
     row = {k: entry.get(k) for k in REPORT_FIELDS}
     row["flags"] = ",".join(entry.get("flags") or [])
     row["companions"] = ",".join(Path(c["source"]).name for c in entry.get("companions") or [])
+    measures = entry.get("measures") or {}
+    row["focus"] = measures.get("focus")
+    if "faces" in measures:  # measured (--faces): a count, 0 included
+        row["faces"] = len(measures["faces"])
+        row["eyes_closed"] = sum(1 for f in measures["faces"] if f["eyes_closed"])
     return row
 
 
@@ -54,7 +60,8 @@ def write_html(entries: list[dict], folder: Path) -> Path:
                 "path": where_now(entry), "label": entry["decision"],
                 "badge": "best" if entry["best_in_group"] and entry["group_size"] > 1 else "",
                 "quality": entry["quality"], "keep_prob": entry["keep_prob"],
-                "reason": entry["reason"]}
+                "reason": entry["reason"],
+                "boxes": [f["box"] for f in entry.get("measures", {}).get("faces") or []]}
     ordered = sorted(groups.values(), key=lambda g: (-len(g), min(e["image"] for e in g)))
     def heading(group: list[dict]) -> str:
         names = ", ".join(e["image"] for e in group[:3])
