@@ -117,3 +117,24 @@ def test_cull_with_faces_keeps_the_frame_with_open_eyes(face_weights, models, as
         pixels = np.asarray(Image.open(thumb).convert("RGB")).astype(int)
         yellow = (pixels[..., 0] > 200) & (pixels[..., 1] > 170) & (pixels[..., 2] < 90)
         assert yellow.sum() > 100
+
+
+def test_labeling_with_faces_writes_face_columns(face_weights, skimage_photos, tmp_path):
+    import pyarrow.parquet as pq
+
+    from distill.labeling import label
+
+    folder = tmp_path / "pool"
+    folder.mkdir()
+    for name in ("astronaut", "chelsea"):
+        shutil.copy(skimage_photos[name], folder)
+    label(source=str(folder), teachers="technical,faces", out=str(tmp_path / "out"),
+          score_workers=0, weights_dir=str(face_weights), progress=False)
+    (shard,) = (tmp_path / "out" / "shards").glob("labels-*.parquet")
+    rows = {Path(r["path"]).stem: r for r in pq.read_table(shard).to_pylist()}
+    assert rows["astronaut"]["face_count"] == 1 and rows["chelsea"]["face_count"] == 0
+    assert rows["astronaut"]["face_min_eyes_open"] > EYES_CLOSED_BELOW
+    assert np.isnan(rows["chelsea"]["face_min_sharpness"])
+    # both scores fuse into the quality: no face, or only open eyes, is the faces teacher's 1
+    assert rows["astronaut"]["score_faces"] == rows["chelsea"]["score_faces"] == 1.0
+    assert all(np.isfinite(r["quality"]) and np.isfinite(r["norm_faces"]) for r in rows.values())
