@@ -54,10 +54,16 @@ def test_within_the_students_noise_the_sharpest_frame_wins():
     # the absolute floor
     assert [("blurry" in r["flags"]) for r in rows] == [True, False, True, True]
     assert rows[0]["reason"] == "blurry; similar to b.jpg (quality 6.05)"
-    # a quality gap beyond the noise is the student's call
+    # a soft frame never wins against one in focus, however the student likes it
     burst[0]["quality"] = 7.0
     rows = decide(burst, DecideOptions(keep_threshold=0.5))
-    assert rows[0]["decision"] == "keep" and rows[0]["reason"].endswith("best of 4 similar")
+    assert [r["decision"] for r in rows] == ["trash", "keep", "trash", "trash"]
+    # among frames in focus, a quality gap beyond the noise is the student's call
+    burst[2]["measures"]["focus"], burst[2]["quality"] = 0.78, 7.0
+    rows = decide(burst, DecideOptions(keep_threshold=0.5))
+    assert [r["decision"] for r in rows] == ["trash", "trash", "keep", "trash"]
+    assert rows[2]["reason"] == "keep_prob 0.60 ≥ 0.5; in focus (2 of 4 soft)"
+    assert rows[1]["flags"] == [] and rows[1]["reason"] == "similar to c.jpg (quality 7.00)"
 
 
 def test_every_eye_open_first_then_the_sharpest_faces():

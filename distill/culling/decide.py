@@ -7,10 +7,11 @@ groups of a folder → one decision per photo, each with the reason a photograph
    `burst_seconds`, two photos are only joined when their EXIF capture times are that close.
    In each group one frame goes on to the next step; the others become `trash` (or
    `pending`) "similar to <best>". The frame: where faces were measured, only frames in which
-   every face has open eyes compete, if there is one; of those, the best student quality,
-   unless other frames are within the student's noise of it (`quality_noise`): then the frame
-   whose subject is sharpest wins, "sharpest of 4: focus 0.82 vs 0.41". The frames of a burst
-   show one scene, so their focus values compare where an absolute threshold would not.
+   every face has open eyes compete, if there is one; of those, only frames in focus (within
+   `blurry_relative` of the sharpest); of those, the best student quality, unless other frames
+   are within the student's noise of it (`quality_noise`): then the frame whose subject is
+   sharpest wins, "sharpest of 4: focus 0.82 vs 0.41". The frames of a burst show one scene,
+   so their focus values compare where an absolute threshold would not.
 2. **Keep or not.** Of the group bests, `keep_rate` keeps the best fraction of the whole
    folder by keep_prob; otherwise each is kept at keep_prob ≥ `keep_threshold`.
 3. **Why.** The technical measures (`teachers.technical.measure`) flag under-exposed,
@@ -142,8 +143,10 @@ def similar_groups(descriptors: np.ndarray, times: list[float | None],
 def group_bests(group: np.ndarray, quality: np.ndarray, measures: list[dict],
                 options: DecideOptions) -> tuple[np.ndarray, dict[int, str]]:
     """The frame kept for each photo's group, and why, where it was not simply the best
-    quality: eyes open first (where faces were measured), then the best quality, unless
-    others are within `quality_noise` of it; then the sharpest subject."""
+    quality: eyes open first (where faces were measured); then frames in focus, those whose
+    subject is within `blurry_relative` of the group's sharpest (the student's quality hardly
+    moves with a defocus that ruins a frame); then the best quality, unless others are within
+    `quality_noise` of it; then the sharpest subject."""
     best = np.arange(len(group))
     why: dict[int, str] = {}
     score = np.where(np.isfinite(quality), quality, -np.inf)
@@ -154,22 +157,25 @@ def group_bests(group: np.ndarray, quality: np.ndarray, measures: list[dict],
     for members in _members(group):
         if len(members) == 1:
             continue
-        pool = members
+        eyes_open = members
         if some_closed[members].any() and open_eyes[members].any():
-            pool = members[open_eyes[members]]
+            eyes_open = members[open_eyes[members]]
+        # the subject: every frame's faces where each has one, else the detailed tiles
+        focus = faces if np.isfinite(faces[eyes_open]).all() else photo
+        sharp = np.nan_to_num(focus, nan=-np.inf)
+        pool = eyes_open
+        if np.isfinite(sharp[pool]).any():
+            pool = pool[sharp[pool] >= options.blurry_relative * sharp[pool].max()]
         contenders = pool[score[pool] >= score[pool].max() - options.quality_noise]
-        # the subject: every contender's faces where each has one, else the detailed tiles
-        focus = faces if np.isfinite(faces[contenders]).all() else photo
-        sharp = np.nan_to_num(focus[contenders], nan=-np.inf)
-        if len(contenders) > 1 and np.isfinite(sharp).any():
-            chosen = contenders[np.lexsort((contenders, -score[contenders], -sharp))[0]]
-            others = focus[pool[pool != chosen]]  # those it won against
-            runner_up = np.nanmax(others) if np.isfinite(others).any() else float("nan")
-            why[int(chosen)] = (f"sharpest of {len(members)}: focus {focus[chosen]:.2f} vs "
-                                f"{runner_up:.2f}")
-        else:
-            chosen = contenders[np.lexsort((contenders, -score[contenders]))[0]]
-        if len(pool) < len(members):
+        chosen = contenders[np.lexsort((contenders, -score[contenders], -sharp[contenders]))[0]]
+        others = sharp[eyes_open[eyes_open != chosen]]  # those it won against
+        if np.isfinite(sharp[chosen]) and np.isfinite(others).any() and (
+                len(contenders) > 1 or len(pool) < len(eyes_open)):
+            why[int(chosen)] = (
+                f"sharpest of {len(members)}: focus {focus[chosen]:.2f} vs {others.max():.2f}"
+                if sharp[chosen] >= others.max() else
+                f"in focus ({len(eyes_open) - len(pool)} of {len(members)} soft)")
+        if some_closed[members].any() and open_eyes[members].any():
             why[int(chosen)] = "; ".join(filter(None, [
                 f"eyes open (closed in {int(some_closed[members].sum())} of {len(members)})",
                 why.get(int(chosen))]))
