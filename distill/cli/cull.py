@@ -53,7 +53,7 @@ from distill.errors import DistillCommand
               "faces are flagged, and in a group the frame with every eye open wins.")
 @click.option("--focus-side", type=click.IntRange(min=0), default=None,
               help="Decode JPEGs to at least this many px per side to measure focus "
-              "(default 1600; 0: the student's size, fastest).")
+              "(default 768: photos up to ~1536 px decode whole; 0: the student's size, fastest).")
 @WEIGHTS_DIR_OPTION
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--max-images", type=click.IntRange(min=0), default=None,

@@ -50,7 +50,10 @@ JOURNAL = ".distill-cull.jsonl"
 # the student scores a batch, few enough that memory stays about one batch of decoded photos.
 PREFETCH_PER_THREAD = 2
 SCORING_THREADS_MAX = 8  # as offline_descriptors; each thread holds up to two decoded photos
-FOCUS_SIDE = 1600  # a 2560 x 1600 photo decodes whole, a 24 MP one at half size
+# JPEG drafts at least this large: photos up to ~1536 px (and 1920 x 1080) decode whole, a
+# 24 MP one at a quarter, as labeling's decode.max_side (benchmarks/cull_throughput.py times
+# 1600 too, which decodes 24 MP at half size)
+FOCUS_SIDE = 768
 
 
 @dataclass
