@@ -12,6 +12,7 @@ from pathlib import Path
 from PIL import ImageDraw
 
 from distill.decode import DecodeError, decode_path
+from distill.names import as_path
 
 THUMB_SIDE = 256
 BOX_COLOUR = (255, 214, 0)  # face boxes on a review thumbnail
@@ -36,7 +37,7 @@ def thumbnail(path: str, folder: Path, name: str, boxes=()) -> str | None:
     target = folder / "thumbs" / f"{name}.jpg"
     if not target.exists():
         try:
-            image = decode_path(path, draft_size=THUMB_SIDE, max_side=THUMB_SIDE).image
+            image = decode_path(as_path(path), draft_size=THUMB_SIDE, max_side=THUMB_SIDE).image
         except DecodeError:
             return None
         draw = ImageDraw.Draw(image)

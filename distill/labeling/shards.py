@@ -27,6 +27,8 @@ from teachers import Teacher
 
 def decode_item(source: Source, item: SourceItem, decode: DecodeConfig) -> tuple[Decoded | None, str | None]:
     """(the decoded image, None) or (None, the reason it is an error row)."""
+    if item.refused:
+        return None, item.refused
     try:
         data = source.read(item.locator)
         return decode_named(data, item.path,
@@ -116,7 +118,7 @@ def label_shard(index: int, inputs: pa.Table, source: Source, teachers: list[Tea
     """One shard with the teachers in this process; `workers` DataLoader processes (or
     `config.decode.threads` threads) decode ahead of them."""
     chunk = input_rows(inputs, index, config.shard_size)
-    items = [SourceItem(r["key"], r["path"], r["locator"]) for r in chunk]
+    items = [SourceItem.from_row(r) for r in chunk]
     dataset = ShardImages(source, items, config.decode)
     if workers:
         loader = DataLoader(dataset, batch_size=config.batch_size, num_workers=workers,
