@@ -1,6 +1,6 @@
 """What `distill cull` tells the user: the report (CSV or JSON, one row per photo) and, with
 `--html`, a static review page of the similar-shot groups (`distill.sheet`: thumbnails only,
-no JavaScript, opens offline).
+with face boxes where faces were found; no JavaScript, opens offline).
 
 A report replaces only a previous report: a `--report` path that exists and is not one (a
 photo, anyone's CSV) is refused before any work. Names are bytes: a name that is not UTF-8
@@ -22,8 +22,9 @@ from distill.safefs import atomic_write
 from distill.sheet import write_sheet
 
 REPORT_FIELDS = ["image", "decision", "reason", "quality", "keep_prob", "group_id", "group_size",
-                 "best_in_group", "similar_to", "flags", "tier", "rating", "pick_label",
-                 "taken_at", "action", "target", "companions", "error", "xmp_error", "note"]
+                 "best_in_group", "similar_to", "flags", "focus", "faces", "eyes_closed",
+                 "tier", "rating", "pick_label", "taken_at", "action", "target", "companions",
+                 "error", "xmp_error", "note"]
 REPORT_SUFFIXES = (".csv", ".json")
 # every version of the report began so; a file that does not is not ours to replace
 REPORT_HEADER_START = "image,decision,reason,"
@@ -34,6 +35,11 @@ def _row(entry: dict) -> dict:
     row = {k: entry.get(k) for k in REPORT_FIELDS}
     row["flags"] = ",".join(entry.get("flags") or [])
     row["companions"] = ",".join(Path(c["source"]).name for c in entry.get("companions") or [])
+    measures = entry.get("measures") or {}
+    row["focus"] = measures.get("focus")
+    if "faces" in measures:  # measured (--faces): a count, 0 included
+        row["faces"] = len(measures["faces"])
+        row["eyes_closed"] = sum(1 for f in measures["faces"] if f["eyes_closed"])
     row["note"] = "; ".join(filter(None, [entry.get("note"), *(entry.get("notes") or [])]))
     return {k: as_text(v) if isinstance(v, str) else v for k, v in row.items()}
 
@@ -96,7 +102,8 @@ def write_html(entries: list[dict], folder: Path) -> Path:
                 "path": as_text(where_now(entry)), "label": entry["decision"],
                 "badge": "best" if entry["best_in_group"] and entry["group_size"] > 1 else "",
                 "quality": entry["quality"], "keep_prob": entry["keep_prob"],
-                "reason": as_text(entry["reason"])}
+                "reason": as_text(entry["reason"]),
+                "boxes": [f["box"] for f in entry.get("measures", {}).get("faces") or []]}
     ordered = sorted(groups.values(), key=lambda g: (-len(g), min(e["image"] for e in g)))
     def heading(group: list[dict]) -> str:
         names = ", ".join(as_text(e["image"]) for e in group[:3])

@@ -44,6 +44,8 @@ from distill.errors import ConfigError
 from distill.scoring import TIER_BOUNDARIES, tier
 from distill.similar import offline_descriptor
 from students import load_model
+from teachers.faces import FaceModels
+from teachers.focus import measure_focus
 from teachers.technical import WORKING_SIDE, measure
 
 JOURNAL = ".distill-cull.jsonl"
@@ -51,6 +53,10 @@ JOURNAL = ".distill-cull.jsonl"
 # the student scores a batch, few enough that memory stays about one batch of decoded photos.
 PREFETCH_PER_THREAD = 2
 SCORING_THREADS_MAX = 8  # as offline_descriptors; each thread holds up to two decoded photos
+# JPEG drafts at least this large: photos up to ~1536 px (and 1920 x 1080) decode whole, a
+# 24 MP one at a quarter, as labeling's decode.max_side (benchmarks/cull_throughput.py times
+# 1600 too, which decodes 24 MP at half size)
+FOCUS_SIDE = 768
 
 
 @dataclass
@@ -61,6 +67,11 @@ class CullOptions:
     tier_boundaries: tuple[float, float] = TIER_BOUNDARIES
     batch_size: int = 16
     max_images: int | None = None  # score at most this many new photos now (a re-run continues)
+    faces: bool = False  # find faces, their eyes and their focus (teachers.faces)
+    # JPEGs decode to at least this many px per side (the student's own size if larger), so
+    # focus is measured at or near native resolution: a 1.5 px defocus vanishes in a 4x draft
+    focus_side: int = FOCUS_SIDE
+    weights_dir: str | None = None  # where the faces teacher's weights are (teachers.weights)
 
     def __post_init__(self):
         if self.action not in ("dry", "link", "move"):
@@ -69,11 +80,14 @@ class CullOptions:
             raise ConfigError(f"--batch-size must be ≥ 1, got {self.batch_size}")
         if self.max_images is not None and self.max_images < 0:
             raise ConfigError(f"--max-images must be ≥ 0, got {self.max_images}")
+        if self.focus_side < 0:
+            raise ConfigError(f"--focus-side must be ≥ 0, got {self.focus_side}")
 
     def settings(self, model_sha256: str) -> dict:
         """What shapes a destination's decisions and files: a resume must not change it."""
         return {"action": self.action, "xmp": self.xmp, **asdict(self.decide),
-                "tier_boundaries": list(self.tier_boundaries), "model_sha256": model_sha256}
+                "tier_boundaries": list(self.tier_boundaries), "model_sha256": model_sha256,
+                "faces": self.faces, "focus_side": self.focus_side}
 
 
 def resolve_dest(folder: Path, dest: Path | None) -> Path:
@@ -167,8 +181,9 @@ def _score(units: list[tuple[Path, list[Path]]], folder: Path, model, options: C
     thread; a photo that cannot be read or decoded is an error line where it comes.
     """
     threads = scoring_threads()
-    prepare = partial(_prepare, folder=folder,
-                      draft_size=model.preprocessing["resize_size"] if units else None)
+    faces = FaceModels(options.weights_dir) if options.faces and units else None
+    prepare = partial(_prepare, folder=folder, faces=faces, draft_size=max(
+        model.preprocessing["resize_size"], options.focus_side) if units else None)
     pool = ThreadPoolExecutor(threads, thread_name_prefix="cull-score")
     try:
         prepared = _in_order(pool, prepare, units, ahead=PREFETCH_PER_THREAD * threads)
@@ -213,8 +228,8 @@ def _in_order(pool: ThreadPoolExecutor, work, items, ahead: int):
         yield done
 
 
-def _prepare(unit: tuple[Path, list[Path]], folder: Path,
-             draft_size: int | None) -> tuple[dict, Image.Image | None]:
+def _prepare(unit: tuple[Path, list[Path]], folder: Path, draft_size: int | None,
+             faces: FaceModels | None = None) -> tuple[dict, Image.Image | None]:
     """One photo's score line without the student's scores, and its decoded image; or its
     error line and None."""
     photo, companions = unit
@@ -230,22 +245,26 @@ def _prepare(unit: tuple[Path, list[Path]], folder: Path,
         entry["companions"] = [_companion(c) for c in companions]
     except (DecodeError, OSError) as exc:
         return _failed(entry, str(exc)), None
-    descriptor, measures = describe(decoded.image)
+    descriptor, measures = describe(decoded.image, faces)
     return {**entry, "sha256": safefs.sha256_bytes(data), "taken_at": decoded.taken_at,
             "descriptor": [round(float(v), 5) for v in descriptor],
-            "measures": {k: round(v, 5) for k, v in measures.items()}}, decoded.image
+            "measures": measures}, decoded.image
 
 
 def _failed(entry: dict, reason: str) -> dict:
     return {**entry, "decision": "error", "error": reason, "done": True, "action": "none"}
 
 
-def describe(image: Image.Image) -> tuple[np.ndarray, dict[str, float]]:
+def describe(image: Image.Image, faces: FaceModels | None = None) -> tuple[np.ndarray, dict]:
     """The similar-shot descriptor and the technical measures, both from one copy at the
-    technical teacher's working size (one resize instead of two, on the hot path)."""
+    technical teacher's working size (one resize instead of two, on the hot path); the focus
+    (and the faces) at the decoded resolution."""
     working = image.copy()
     working.thumbnail((WORKING_SIDE, WORKING_SIDE), Image.Resampling.LANCZOS)
-    return offline_descriptor(working), measure(working)
+    measures = {k: round(v, 5) for k, v in {**measure(working), **measure_focus(image)}.items()}
+    if faces is not None:
+        measures["faces"] = faces.records(image)
+    return offline_descriptor(working), measures
 
 
 def _companion(path: Path) -> dict:
