@@ -141,8 +141,17 @@ def available_teachers(names: tuple[str, ...]) -> tuple[tuple[str, ...], dict[st
     return tuple(n for n in names if n not in left_out), left_out
 
 
+def cpu_model() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor()
+    return next((line.split(":", 1)[1].strip() for line in lines
+                 if line.startswith("model name")), platform.processor())
+
+
 def machine(device: torch.device) -> dict:
-    return {"platform": platform.platform(), "processor": platform.processor(),
+    return {"platform": platform.platform(), "processor": cpu_model(),
             "cpu_count": CORES, "device": device_name(device),
             "cuda": torch.version.cuda, "loadavg_at_start": os.getloadavg()}
 
