@@ -11,8 +11,14 @@ from typing import Any, TypeVar
 
 import yaml
 
+from distill.decode import read_input
 from distill.errors import ConfigError
 from distill.scoring import FusionConfig, offline_teachers
+
+# A config is a page of settings: bigger files, or aliases that expand into more nodes than
+# this (a 900-byte "billion laughs" expands to 10^9), are refused before anything is built.
+MAX_CONFIG_BYTES = 16 * 1024**2
+MAX_YAML_NODES = 100_000
 
 T = TypeVar("T")
 JPEG_DECODERS = ("pillow", "torchvision")
@@ -141,15 +147,47 @@ def _check_type(value, kind, key: str):
 
 def load_yaml(path: str | Path) -> dict:
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
+    if not path.exists() and not path.is_symlink():
+        raise ConfigError(f"config file {path} does not exist")
+    data = parse_yaml(read_input(path, "config file", max_bytes=MAX_CONFIG_BYTES).decode(
+        "utf-8", "replace"), str(path)) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
     return data
+
+
+def parse_yaml(text: str, where: str):
+    """YAML text → Python values, safely: no tags beyond YAML's own, and aliases expanded into
+    at most MAX_YAML_NODES nodes (counted on the composed graph, never expanded to count)."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        if root is not None:
+            _expanded_nodes(root, {})
+        return yaml.safe_load(text)
+    except RecursionError:
+        raise ConfigError(f"{where}: nested too deeply to be a config") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: not valid YAML ({exc.__class__.__name__})") from None
+    except ValueError as exc:  # an alias bomb or loop; a date like 2026-13-45
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _expanded_nodes(node: yaml.Node, counted: dict[int, int | None]) -> int:
+    """How many nodes `node` becomes once every alias is expanded; each shared node is
+    counted once and multiplied, so a bomb is measured in its few hundred bytes."""
+    if id(node) in counted:
+        if counted[id(node)] is None:
+            raise ValueError("an alias refers to itself")
+        return counted[id(node)]
+    counted[id(node)] = None
+    children = (node.value if isinstance(node, yaml.SequenceNode)
+                else [n for pair in node.value for n in pair]
+                if isinstance(node, yaml.MappingNode) else [])
+    total = 1 + sum(_expanded_nodes(child, counted) for child in children)
+    if total > MAX_YAML_NODES:
+        raise ValueError(f"aliases expand into more than {MAX_YAML_NODES} nodes (an alias bomb?)")
+    counted[id(node)] = total
+    return total
 
 
 def to_dict(config) -> dict:

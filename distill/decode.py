@@ -19,6 +19,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from distill.errors import DistillError
+from distill.names import as_text
+
 # Camera RAW files go through libraw (rawpy); HEIC/HEIF through libheif (pillow-heif).
 RAW_EXTENSIONS = frozenset({".cr2", ".cr3", ".nef", ".arw", ".raf", ".orf", ".dng", ".rw2"})
 HEIF_EXTENSIONS = frozenset({".heic", ".heif", ".hif"})
@@ -263,34 +266,55 @@ def read_bytes(path: str | os.PathLike, *, follow_symlinks: bool = True,
                max_bytes: int = MAX_FILE_BYTES) -> bytes:
     """The bytes of a regular file of sane size, or a DecodeError saying what the path is.
 
-    Every input the tool did not write comes through here. The file is opened without blocking
-    (a FIFO would wait forever for a writer) and checked on the open descriptor, so what is
-    checked is what is read: a directory, device, FIFO or socket, a file over `max_bytes`, or
-    a large sparse file (what a corrupt FAT entry looks like: gigabytes, nothing on disk) is
-    refused before a byte is read. A file that grows while it is read is refused too.
-    follow_symlinks=False refuses a symbolic link itself, for callers that move or link the
-    file rather than read it."""
+    Every input the tool did not write comes through here (or through `open_regular`). The
+    file is opened without blocking (a FIFO would wait forever for a writer) and checked on
+    the open descriptor, so what is checked is what is read: a directory, device, FIFO or
+    socket, a file over `max_bytes`, or a large sparse file (what a corrupt FAT entry looks
+    like: gigabytes, nothing on disk) is refused before a byte is read. A file that grows
+    while it is read is refused too. follow_symlinks=False refuses a symbolic link itself,
+    for callers that move or link the file rather than read it."""
+    with open_regular(path, follow_symlinks=follow_symlinks, max_bytes=max_bytes) as handle:
+        size = os.fstat(handle.fileno()).st_size
+        try:
+            data = handle.read(size + 1)
+        except OSError as exc:
+            raise DecodeError(_unreadable(path, exc)) from None
+    if len(data) != size:
+        raise DecodeError(f"changed while being read ({size} bytes, then {len(data)}"
+                          "): still being written?")
+    return data
+
+
+def read_input(path: str | os.PathLike, what: str, *, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """`read_bytes` for a file a whole command stands on (a config, a file list, COCO
+    annotations, human scores): a refusal is the command's one-line error naming the file."""
+    try:
+        return read_bytes(path, max_bytes=max_bytes)
+    except DecodeError as exc:
+        raise DistillError(f"{what} {as_text(path)}: {exc}") from None
+
+
+def open_regular(path: str | os.PathLike, *, follow_symlinks: bool = True,
+                 max_bytes: int | None = MAX_FILE_BYTES) -> io.BufferedReader:
+    """`read_bytes`' rule for a file read in parts (a tar shard): an open binary handle of a
+    regular file that is not sparse and, unless max_bytes is None, not over max_bytes."""
     flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow_symlinks else os.O_NOFOLLOW)
     try:
         descriptor = os.open(path, flags)
     except OSError as exc:
         raise DecodeError(_unreadable(path, exc)) from None
     try:
-        status = os.fstat(descriptor)
-        refuse_unless_regular(status, max_bytes)
-        with os.fdopen(descriptor, "rb", closefd=False) as handle:
-            data = handle.read(status.st_size + 1)
+        refuse_unless_regular(os.fstat(descriptor), max_bytes)
+        return os.fdopen(descriptor, "rb")
     except OSError as exc:
-        raise DecodeError(_unreadable(path, exc)) from None
-    finally:
         os.close(descriptor)
-    if len(data) != status.st_size:
-        raise DecodeError(f"changed while being read ({status.st_size} bytes, then {len(data)}"
-                          "): still being written?")
-    return data
+        raise DecodeError(_unreadable(path, exc)) from None
+    except BaseException:
+        os.close(descriptor)
+        raise
 
 
-def refuse_unless_regular(status: os.stat_result, max_bytes: int = MAX_FILE_BYTES) -> None:
+def refuse_unless_regular(status: os.stat_result, max_bytes: int | None = MAX_FILE_BYTES) -> None:
     """DecodeError unless `status` (an fstat or lstat) is a regular file of sane size."""
     if not stat.S_ISREG(status.st_mode):
         raise DecodeError(f"is {_file_kind(status.st_mode)}, not a regular file")
@@ -298,7 +322,7 @@ def refuse_unless_regular(status: os.stat_result, max_bytes: int = MAX_FILE_BYTE
     if status.st_size > SPARSE_MIN_BYTES and on_disk * 8 < status.st_size:
         raise DecodeError(f"sparse file: {status.st_size} bytes with {on_disk} on disk "
                           "(a damaged file-system entry?)")
-    if status.st_size > max_bytes:
+    if max_bytes is not None and status.st_size > max_bytes:
         raise DecodeError(f"too large: {status.st_size} bytes > {max_bytes} (max_bytes)")
 
 
@@ -339,12 +363,14 @@ def decode_path(path: str | os.PathLike, **opts) -> Decoded:
 
 
 def find_images(paths: list[str | os.PathLike]) -> list[Path]:
-    """Expand files and folders (recursively, by extension) into a sorted, de-duplicated list."""
+    """Expand files and folders (recursively, by extension) into a sorted, de-duplicated list.
+    Whatever is named like an image and is not a folder is listed (a FIFO, a device, a
+    dangling link): reading it is refused with its reason, so it is reported, not skipped."""
     found: dict[Path, None] = {}
     for entry in map(Path, paths):
         if entry.is_dir():
             for child in sorted(entry.rglob("*")):
-                if child.is_file() and child.suffix.lower() in IMAGE_EXTENSIONS:
+                if not child.is_dir() and child.suffix.lower() in IMAGE_EXTENSIONS:
                     found[child] = None
         else:
             found[entry] = None  # explicit files are kept even if missing: they get an error row

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from distill.decode import read_input
 from distill.errors import DistillError
 
 DATASETS = ("ava", "eva", "koniq", "csv")
@@ -104,8 +106,13 @@ def id_key(image_id: str) -> str:
     return image_id.strip().removesuffix(".jpg")
 
 
+def read_text(path: Path) -> str:
+    """A label or id file, through the read rule (a FIFO or a device is one line, not a hang)."""
+    return read_input(path, "labels file").decode("utf-8", "replace")
+
+
 def read_id_list(path: Path) -> set[str]:
-    lines = (line.strip() for line in path.read_text().splitlines())
+    lines = (line.strip() for line in read_text(path).splitlines())
     return {id_key(line) for line in lines if line and not line.startswith("#")}
 
 
@@ -151,7 +158,7 @@ def load_ava(root: Path, labels: Path | None) -> Labels:
     image_dir = root / "images" if (root / "images").is_dir() else root
     ratings = np.arange(1, 11, dtype=np.float64)
     items, notes = [], []
-    for line_number, line in enumerate(labels.read_text().splitlines(), start=1):
+    for line_number, line in enumerate(read_text(labels).splitlines(), start=1):
         fields = line.split()
         if not fields:
             continue
@@ -181,7 +188,7 @@ def load_eva(root: Path, labels: Path | None) -> Labels:
     labels = labels or first_existing(
         [root / "votes_filtered.csv", root / "data" / "votes_filtered.csv",
          *sorted(root.rglob("votes_filtered.csv"))], "EVA votes_filtered.csv")
-    with labels.open(newline="") as handle:
+    with io.StringIO(read_text(labels), newline="") as handle:
         delimiter = sniff_delimiter(handle.readline())
         handle.seek(0)
         reader = csv.DictReader(handle, delimiter=delimiter)
@@ -216,7 +223,7 @@ def _optional_float(row: dict, column: str) -> float:
 def read_labelled_csv(labels: Path, required: set[str], make_item: Callable[[dict], BenchItem],
                       split_column: str) -> Labels:
     """A comma-separated label file, one image a row; `split_column` == test marks the test set."""
-    with labels.open(newline="") as handle:
+    with io.StringIO(read_text(labels), newline="") as handle:
         reader = csv.DictReader(handle)
         columns = reader.fieldnames or []
         missing = required - set(columns)

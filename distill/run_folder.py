@@ -16,13 +16,17 @@ atomic writers of its shards, and the readers every later stage uses.
 Shard NNNNN always covers inputs [NNNNN * shard_size, (NNNNN + 1) * shard_size): ownership is
 a pure function of the input list, so any process can tell which shards are done.
 A shard's files are written under temporary names and renamed, labels last: a labels file
-that exists is complete.
+that exists is complete. Only files named exactly as `shard_name` spells them are shards (a
+copied `labels-00002-backup.parquet` is not). A run whose writer has not finished (run.json
+or inputs.parquet but no manifest.json yet) is half-written, and every reader says so; a
+file of the run damaged afterwards (truncated, emptied) is a one-line error naming it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +59,21 @@ def shard_name(kind: str, index: int, suffix: str = "parquet") -> str:
     return f"{kind}-{index:05d}.{suffix}"
 
 
+def shard_index(path: Path, kind: str) -> int | None:
+    """The index of a `kind` shard file, or None for any other name."""
+    match = re.fullmatch(rf"{kind}-(\d{{5,}})\.(parquet|npy)", Path(path).name)
+    suffix = "npy" if kind == "embeddings" else "parquet"
+    index = int(match.group(1)) if match else None
+    return index if index is not None and Path(path).name == shard_name(kind, index, suffix) else None
+
+
+def shard_files(out: Path, kind: str = "labels") -> dict[int, Path]:
+    """index → file of every `kind` shard of the run, in index order."""
+    folder = Path(out) / SHARD_DIR
+    found = {shard_index(p, kind): p for p in folder.iterdir()} if folder.is_dir() else {}
+    return {index: found[index] for index in sorted(i for i in found if i is not None)}
+
+
 def labels_path(out: Path, index: int) -> Path:
     return Path(out) / SHARD_DIR / shard_name("labels", index)
 
@@ -80,7 +99,36 @@ def write_json(path: Path, payload: dict) -> None:
 def read_json(path: Path) -> dict:
     """A JSON file of the run, or {} when it is not there."""
     path = Path(path)
-    return json.loads(path.read_text()) if path.exists() else {}
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_bytes())
+    except (ValueError, RecursionError) as exc:  # truncated, emptied, not UTF-8
+        raise DistillError(f"{path} is damaged: not valid JSON ({exc})") from None
+
+
+def read_parquet(path: Path, columns: list[str] | None = None) -> pa.Table:
+    """A parquet file of the run; a damaged one (truncated, emptied) is one line naming it."""
+    try:
+        return pq.read_table(path, columns=columns)
+    except pa.ArrowInvalid as exc:
+        raise _damaged(path, exc) from None
+
+
+def read_schema(path: Path) -> pa.Schema:
+    try:
+        return pq.read_schema(path)
+    except pa.ArrowInvalid as exc:
+        raise _damaged(path, exc) from None
+
+
+def _damaged(path: Path, exc: Exception) -> DistillError:
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    path = Path(path)
+    hint = ("; delete it and run the same `distill label` command to label that shard again"
+            if shard_index(path, "labels") is not None and
+            (path.parent.parent / INPUTS_FILE).exists() else "")
+    return DistillError(f"{path} is damaged: not a readable parquet file ({first}){hint}")
 
 
 def read_manifest(out: Path) -> dict:
@@ -99,7 +147,7 @@ def manifest_config(out: Path, key: str, default=None):
 def read_run_shape(out: Path) -> dict | None:
     """run.json: what shaped the run's rows, or None for a run that predates it."""
     path = Path(out) / RUN_FILE
-    return json.loads(path.read_text()) if path.exists() else None
+    return read_json(path) if path.exists() else None
 
 
 def write_run_shape(out: Path, shape: dict) -> None:
@@ -133,12 +181,57 @@ def write_shard(out: Path, index: int, labels: pa.Table, errors: pa.Table,
 
 
 def completed_shards(out: Path) -> set[int]:
-    folder = Path(out) / SHARD_DIR
-    return {int(p.stem.split("-")[1]) for p in folder.glob("labels-*.parquet")} if folder.is_dir() else set()
+    return set(shard_files(out))
 
 
 def label_files(out: Path) -> list[Path]:
-    return sorted((Path(out) / SHARD_DIR).glob("labels-*.parquet"))
+    return list(shard_files(out).values())
+
+
+def is_label_run(out: Path) -> bool:
+    """Whether `out` holds a run a writer started (`distill label`, or review's writers)."""
+    return (Path(out) / RUN_FILE).exists() or (Path(out) / INPUTS_FILE).exists()
+
+
+def half_written(out: Path) -> str | None:
+    """What is missing from a run whose writer has not finished, or None: finished, or a run
+    no writer of this version started (written by hand, or before run.json existed)."""
+    out = Path(out)
+    if (out / MANIFEST_FILE).exists() or not is_label_run(out):
+        return None
+    done, shard_size = len(completed_shards(out)), (read_run_shape(out) or {}).get("shard_size")
+    if (out / INPUTS_FILE).exists() and isinstance(shard_size, int) and shard_size > 0:
+        try:
+            total = -(-pq.read_metadata(out / INPUTS_FILE).num_rows // shard_size)
+        except pa.ArrowInvalid as exc:
+            raise _damaged(out / INPUTS_FILE, exc) from None
+        return f"{done} of {total} shards labeled, no {MANIFEST_FILE} yet"
+    return f"{done} shards written, no {MANIFEST_FILE} yet"
+
+
+def require_complete(out: Path) -> None:
+    """Refuse, naming it as such, a run its writer has not finished: its rows are a part."""
+    why = half_written(out)
+    if why:
+        raise DistillError(f"{out} is a half-written run ({why}): finish it first (the same "
+                           "`distill label` command resumes it), or use a finished run")
+
+
+def refuse_unless_empty(folder: Path, flag: str = "--out") -> None:
+    """A command that creates a run writes into a new or empty folder only, never over files
+    it did not make. Hidden entries (.DS_Store, a killed writer's temporary files) do not
+    count."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise DistillError(f"{flag} {folder} is not a folder")
+    if folder.is_dir() and any(not entry.name.startswith(".") for entry in folder.iterdir()):
+        raise DistillError(f"{flag} {folder} is not empty: choose a new or empty folder")
+
+
+def read_shard_inputs(out: Path, index: int, shard_size: int) -> pa.Table:
+    """Shard `index`'s slice of inputs.parquet: rows [index * shard_size, (index + 1) * shard_size)."""
+    table = read_parquet(Path(out) / INPUTS_FILE)
+    return table.slice(index * shard_size, shard_size)
 
 
 def read_locators(out: Path) -> dict[str, str]:
@@ -146,16 +239,17 @@ def read_locators(out: Path) -> dict[str, str]:
     inputs = Path(out) / INPUTS_FILE
     if not inputs.exists():
         return {}
-    table = pq.read_table(inputs, columns=["image_id", "locator"])
+    table = read_parquet(inputs, columns=["image_id", "locator"])
     return dict(zip(table.column("image_id").to_pylist(), table.column("locator").to_pylist()))
 
 
 def read_labels(out: Path, columns: list[str] | None = None) -> pa.Table:
-    """All label shards as one table, in shard order (= input order)."""
+    """All label shards of a finished run as one table, in shard order (= input order)."""
+    require_complete(out)
     files = label_files(out)
     if not files:
         raise FileNotFoundError(f"no label shards under {Path(out) / SHARD_DIR}")
-    return pa.concat_tables([pq.read_table(f, columns=columns) for f in files],
+    return pa.concat_tables([read_parquet(f, columns=columns) for f in files],
                             promote_options="default")
 
 
@@ -169,7 +263,7 @@ def read_training_labels(out: Path, counts: dict | None = None) -> pa.Table:
     table = read_labels(out)
     human_file = out / HUMAN_FILE
     if human_file.exists():  # after the shards: `_one_row_per_image` sees it last
-        human = pq.read_table(human_file)
+        human = read_parquet(human_file)
         for name in set(human.column_names) & set(table.column_names):  # tier int64 → int8
             position = human.schema.get_field_index(name)
             human = human.set_column(position, name,
@@ -210,27 +304,27 @@ def load_dedup(labels_dir, *, missing_ok: bool = False) -> set[str]:
         if missing_ok:
             return set()
         raise DistillError(f"{path} does not exist; run `distill dedup --labels {labels_dir}`")
-    table = pq.read_table(path, columns=["image_id", "is_duplicate"])
+    table = read_parquet(path, columns=["image_id", "is_duplicate"])
     flags = table.column("is_duplicate").to_numpy(zero_copy_only=False)
     return {i for i, f in zip(table.column("image_id").to_pylist(), flags) if f}
 
 
 def read_embeddings(out: Path) -> np.ndarray | None:
     """All embeddings row-aligned with `read_labels`, or None if the run stored none."""
-    files = label_files(out)
     arrays = []
-    for labels in files:
-        index = int(labels.stem.split("-")[1])
+    for index in shard_files(out):
         path = embeddings_path(out, index)
         if not path.exists():
             return None
-        arrays.append(np.load(path))
+        try:
+            arrays.append(np.load(path, allow_pickle=False))
+        except (ValueError, EOFError, OSError) as exc:
+            raise DistillError(f"{path} is damaged: not a readable .npy file ({exc})") from None
     return np.concatenate(arrays) if arrays else None
 
 
 def merge_errors(out: Path) -> pa.Table:
-    files = sorted((Path(out) / SHARD_DIR).glob("errors-*.parquet"))
-    tables = [pq.read_table(f) for f in files]
+    tables = [read_parquet(f) for f in shard_files(out, "errors").values()]
     merged = pa.concat_tables(tables) if tables else ERROR_SCHEMA.empty_table()
     write_table(Path(out) / ERRORS_FILE, merged)
     return merged

@@ -61,7 +61,9 @@ def parse_teacher_options(options: Iterable[str]) -> dict[str, dict[str, object]
         teacher, dot, name = key.partition(".")
         if not (sep and dot and teacher and name):
             raise ConfigError(f"bad teacher option {option!r}; expected TEACHER.KEY=VALUE")
-        parsed.setdefault(teacher, {})[name] = yaml.safe_load(value)
+        from distill.config import parse_yaml  # config builds on this module
+
+        parsed.setdefault(teacher, {})[name] = parse_yaml(value, f"option {key}")
     return parsed
 
 

@@ -10,6 +10,7 @@ import html
 from pathlib import Path
 
 from distill.decode import DecodeError, decode_path
+from distill.names import as_path
 
 THUMB_SIDE = 256
 STYLE = """
@@ -32,7 +33,7 @@ def thumbnail(path: str, folder: Path, name: str) -> str | None:
     target = folder / "thumbs" / f"{name}.jpg"
     if not target.exists():
         try:
-            image = decode_path(path, draft_size=THUMB_SIDE, max_side=THUMB_SIDE).image
+            image = decode_path(as_path(path), draft_size=THUMB_SIDE, max_side=THUMB_SIDE).image
         except DecodeError:
             return None
         target.parent.mkdir(parents=True, exist_ok=True)

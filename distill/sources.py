@@ -18,15 +18,26 @@ workers can read with them.
 from __future__ import annotations
 
 import csv
+import glob
 import importlib.util
+import io
 import json
+import os
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from distill.decode import IMAGE_EXTENSIONS, read_bytes
+from distill.decode import (
+    IMAGE_EXTENSIONS,
+    MAX_FILE_BYTES,
+    DecodeError,
+    open_regular,
+    read_bytes,
+    read_input,
+)
 from distill.errors import ConfigError
+from distill.names import as_path, as_text
 
 
 @dataclass(frozen=True)
@@ -34,10 +45,17 @@ class SourceItem:
     key: str  # unique within the source, stable across runs
     path: str  # what a person reads in the outputs
     locator: str  # what `Source.read` needs
+    refused: str | None = None  # why it cannot be read, when the listing already knows
+
+    @classmethod
+    def from_row(cls, row: dict) -> SourceItem:
+        """An item back from its row of inputs.parquet (a run from before `refused`: None)."""
+        return cls(row["key"], row["path"], row["locator"], row.get("refused"))
 
 
 class Source:
     kind = "source"
+    path_options: tuple[str, ...] = ()  # options naming local files, made absolute
 
     def __init__(self, name: str | None = None):
         self.name = name or self.kind
@@ -46,7 +64,19 @@ class Source:
         raise NotImplementedError
 
     def read(self, locator: str) -> bytes:
-        return read_bytes(locator)
+        return read_bytes(as_path(locator))
+
+
+def inside(root: Path, entry: str) -> str:
+    """The file `entry` (as text, relative to `root` or absolute) names, if it resolves
+    inside `root`; else a DecodeError. A manifest (COCO, a file list) is data, and a name in
+    it must not reach outside the folder it declares (`../../etc/passwd`, `/dev/zero`, a link
+    that leads out)."""
+    resolved = os.path.realpath(os.path.join(root, as_path(entry)))
+    if os.path.commonpath([resolved, str(root)]) != str(root):
+        raise DecodeError(f"outside the source root {as_text(root)} (resolves to "
+                          f"{as_text(resolved)})")
+    return resolved
 
 
 def _image_files(root: Path) -> list[Path]:
@@ -56,62 +86,105 @@ def _image_files(root: Path) -> list[Path]:
 
 class FolderSource(Source):
     kind = "folder"
+    path_options = ("root",)
 
     def __init__(self, root: str, name: str | None = None):
         super().__init__(name)
         self.root = Path(root).expanduser().resolve()
         if not self.root.is_dir():
-            raise ConfigError(f"source.root: {self.root} is not a folder")
+            raise ConfigError(f"source.root: {as_text(self.root)} is not a folder")
 
     def items(self):
         for path in _image_files(self.root):
-            yield SourceItem(str(path.relative_to(self.root)), str(path), str(path))
+            yield SourceItem(as_text(path.relative_to(self.root)), as_text(path), as_text(path))
 
 
 class FileListSource(Source):
-    kind = "filelist"
+    """Paths listed in a file, each resolved against `root` (default: the list's folder)
+    and read only if it lies inside it."""
 
-    def __init__(self, file: str, column: str = "path", name: str | None = None):
+    kind = "filelist"
+    path_options = ("file", "root")
+
+    def __init__(self, file: str, column: str = "path", root: str | None = None,
+                 name: str | None = None):
         super().__init__(name)
         self.file, self.column = Path(file).expanduser().resolve(), column
+        self.root = Path(root).expanduser().resolve() if root else self.file.parent
+        if not self.root.is_dir():
+            raise ConfigError(f"source.root: {as_text(self.root)} is not a folder")
 
     def _paths(self) -> list[str]:
         suffix = self.file.suffix.lower()
-        if suffix == ".txt":
-            return [line.strip() for line in self.file.read_text().splitlines() if line.strip()]
-        if suffix == ".csv":
-            with self.file.open(newline="") as handle:
-                rows = list(csv.DictReader(handle))
-            if rows and self.column not in rows[0]:
-                raise ConfigError(f"source.column: {self.file} has no column {self.column!r}")
-            return [row[self.column] for row in rows]
+        if suffix not in (".txt", ".csv", ".parquet"):
+            raise ConfigError(f"source.file: {as_text(self.file)} must be .txt, .csv or .parquet")
+        data = read_input(self.file, "source.file")
         if suffix == ".parquet":
+            import pyarrow as pa
             import pyarrow.parquet as pq
 
-            return [str(p) for p in pq.read_table(self.file, columns=[self.column]).column(0).to_pylist()]
-        raise ConfigError(f"source.file: {self.file} must be .txt, .csv or .parquet")
+            try:
+                column = pq.read_table(pa.BufferReader(data), columns=[self.column]).column(0)
+            except (pa.ArrowException, KeyError) as exc:
+                raise ConfigError(f"source.file: {as_text(self.file)} has no readable column "
+                                  f"{self.column!r} ({type(exc).__name__})") from None
+            return [str(p) for p in column.to_pylist() if p is not None]
+        text = data.decode("utf-8", "surrogateescape")  # names from an old system stay bytes
+        if suffix == ".txt":
+            return [line.strip() for line in text.splitlines() if line.strip()]
+        rows = list(csv.DictReader(io.StringIO(text, newline="")))
+        if rows and self.column not in rows[0]:
+            raise ConfigError(f"source.column: {as_text(self.file)} has no column {self.column!r}")
+        return [row[self.column] for row in rows if row[self.column]]
 
     def items(self):
-        base = self.file.parent
         for entry in self._paths():
-            path = Path(entry) if Path(entry).is_absolute() else base / entry
-            yield SourceItem(entry, str(path), str(path))
+            path = as_text(os.path.join(self.root, entry))
+            yield SourceItem(as_text(entry), path, path)
+
+    def read(self, locator: str) -> bytes:
+        return read_bytes(inside(self.root, locator))
 
 
 class CocoSource(Source):
     kind = "coco"
+    path_options = ("annotations", "images")
 
     def __init__(self, annotations: str, images: str, name: str | None = None):
         super().__init__(name)
         self.annotations, self.images = Path(annotations).expanduser().resolve(), Path(images).expanduser().resolve()
 
     def items(self):
-        listing = json.loads(self.annotations.read_text()).get("images")
-        if listing is None:
-            raise ConfigError(f"source.annotations: {self.annotations} has no 'images' list")
-        for image in sorted(listing, key=lambda entry: entry["id"]):
-            path = self.images / image["file_name"]
-            yield SourceItem(str(image["id"]), str(path), str(path))
+        for image in sorted(coco_images(self.annotations), key=lambda entry: entry["id"]):
+            path = as_text(os.path.join(self.images, image["file_name"]))
+            yield SourceItem(str(image["id"]), path, path)
+
+    def read(self, locator: str) -> bytes:
+        return read_bytes(inside(self.images, locator))
+
+
+def coco_images(annotations: Path) -> list[dict]:
+    """The `images` list of a COCO annotations file, each with an `id` (all integers or all
+    strings) and a `file_name`; anything else is a one-line ConfigError naming the entry."""
+    where = f"source.annotations: {as_text(annotations)}"
+    try:
+        document = json.loads(read_input(annotations, "source.annotations"))
+    except RecursionError:
+        raise ConfigError(f"{where}: nested too deeply to be COCO annotations") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise ConfigError(f"{where}: not valid JSON (truncated?): {exc}") from None
+    images = document.get("images") if isinstance(document, dict) else None
+    if not isinstance(images, list):
+        raise ConfigError(f"{where}: has no 'images' list (got {type(images).__name__})")
+    for position, image in enumerate(images):
+        if not isinstance(image, dict) or not isinstance(image.get("file_name"), str) \
+                or not image["file_name"]:
+            raise ConfigError(f"{where}: images[{position}] has no file_name")
+        if type(image.get("id")) not in (int, str):
+            raise ConfigError(f"{where}: images[{position}] has no integer or string id")
+    if len({type(image["id"]) for image in images}) > 1:
+        raise ConfigError(f"{where}: image ids mix integers and strings; use one type")
+    return images
 
 
 class ImageNetSource(FolderSource):
@@ -125,9 +198,13 @@ class WebDatasetSource(Source):
     """img2dataset output: tar shards holding `key.jpg` (+ `key.json`, `key.txt`).
 
     Members are indexed once (name, offset, size), so workers read an image with one seek.
+    A shard is read in place, never extracted; a member named like an image that is not a
+    regular file (a link, a device) or whose name leaves the archive's folder is that
+    input's error row. A truncated shard is refused whole: its input list would change.
     """
 
     kind = "webdataset"
+    path_options = ("shards",)
 
     def __init__(self, shards: str, name: str | None = None):
         super().__init__(name)
@@ -139,19 +216,57 @@ class WebDatasetSource(Source):
 
     def items(self):
         for tar_path in self.tars:
-            with tarfile.open(tar_path) as archive:
-                for member in archive:
-                    suffix = Path(member.name).suffix.lower()
-                    if member.isfile() and suffix in IMAGE_EXTENSIONS:
+            yield from self._members(tar_path)
+
+    def _members(self, tar_path: Path) -> list[SourceItem]:
+        where = f"source.shards: {as_text(tar_path)}"
+        try:
+            handle = open_regular(tar_path, max_bytes=None)
+        except DecodeError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        found: list[SourceItem] = []
+        with handle:
+            size = os.fstat(handle.fileno()).st_size
+            try:
+                with tarfile.open(fileobj=handle, mode="r:") as archive:
+                    for member in archive:
+                        if Path(member.name).suffix.lower() not in IMAGE_EXTENSIONS:
+                            continue
+                        if member.offset_data + member.size > size:
+                            raise tarfile.ReadError(f"{member.name} ends past the end of the file")
                         key = f"{tar_path.stem}/{Path(member.name).stem}"
-                        locator = f"{tar_path}::{member.offset_data}::{member.size}"
-                        yield SourceItem(key, f"{tar_path}::{member.name}", locator)
+                        locator = f"{as_text(tar_path)}::{member.offset_data}::{member.size}"
+                        found.append(SourceItem(as_text(key), as_text(f"{tar_path}::{member.name}"),
+                                                locator, _refused_member(member)))
+            except (tarfile.TarError, EOFError, OSError) as exc:
+                raise ConfigError(f"{where}: truncated or not an uncompressed tar "
+                                  f"({type(exc).__name__}: {exc}) after {len(found)} images; "
+                                  "fetch it again") from None
+        return found
 
     def read(self, locator: str) -> bytes:
         tar_path, offset, size = locator.rsplit("::", 2)
-        with open(tar_path, "rb") as handle:
+        if int(size) > MAX_FILE_BYTES:
+            raise DecodeError(f"too large: {size} bytes > {MAX_FILE_BYTES} (max_bytes)")
+        with open_regular(as_path(tar_path), max_bytes=None) as handle:
             handle.seek(int(offset))
-            return handle.read(int(size))
+            data = handle.read(int(size))
+        if len(data) != int(size):
+            raise DecodeError(f"truncated tar member: {len(data)} of {size} bytes")
+        return data
+
+
+def _refused_member(member: tarfile.TarInfo) -> str | None:
+    if not member.isfile():
+        kinds = {tarfile.SYMTYPE: "a symbolic link", tarfile.LNKTYPE: "a hard link",
+                 tarfile.DIRTYPE: "a directory", tarfile.FIFOTYPE: "a FIFO",
+                 tarfile.CHRTYPE: "a character device", tarfile.BLKTYPE: "a block device"}
+        return f"tar member is {kinds.get(member.type, 'not a regular file')}, not a regular file"
+    if member.name.startswith("/") or ".." in Path(member.name).parts:
+        return "tar member's name leaves the archive's folder"
+    if member.size > MAX_FILE_BYTES:
+        return f"too large: {member.size} bytes > {MAX_FILE_BYTES} (max_bytes)"
+    return None
 
 
 class HFSource(Source):
@@ -163,6 +278,7 @@ class HFSource(Source):
     """
 
     kind = "hf"
+    path_options = ("data",)
 
     def __init__(self, data: str, split: str = "train", image_column: str = "image",
                  name: str | None = None):
@@ -198,7 +314,7 @@ class HFSource(Source):
         for index, row in enumerate(self.dataset()):
             cell = row[self.image_column]
             shown = (cell or {}).get("path") or f"{self.data}#{index}"
-            yield SourceItem(str(index), str(shown), str(index))
+            yield SourceItem(str(index), as_text(shown), str(index))
 
     def read(self, locator: str) -> bytes:
         cell = self.dataset()[int(locator)][self.image_column]
@@ -225,8 +341,23 @@ def create_source(config: dict) -> Source:
         raise ConfigError(f"source ({kind}): {exc}") from None
 
 
+def absolute_source(config: dict) -> dict:
+    """`config` with its local paths absolute, so that `--source photos` and `--source
+    ~/photos` name one source (a hub dataset's name stays as it is)."""
+    kind = SOURCES.get(config.get("kind"))
+    absolute = dict(config)
+    for key in kind.path_options if kind else ():
+        value = absolute.get(key)
+        if isinstance(value, str) and value:
+            local = os.path.expanduser(value)
+            if key != "data" or os.path.exists(local) or glob.glob(local):
+                absolute[key] = os.path.abspath(local)
+    return absolute
+
+
 def guess_source(path: str) -> dict:
-    """The source config for a bare `--source PATH`."""
+    """The source config for a bare `--source PATH`, its path absolute."""
+    path = os.path.abspath(os.path.expanduser(path))
     target = Path(path)
     if target.is_dir():
         if any(target.glob("*.tar")):

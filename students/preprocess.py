@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from distill.errors import DistillError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CROP_FRACTION = 0.93  # `shorter` mode's image_size / resize_size: a mild crop, 224 of 240
@@ -40,6 +42,7 @@ RESIZE_MODES = {  # resize_mode → the record's description of it
     "shorter": "shorter_side_then_center_crop",
 }
 INTERPOLATION = {"teacher_scale": "bicubic", "shorter": "bilinear"}
+MAX_SIDE = 8192  # a student's input or resize side above this is not a photo policy
 
 
 def default_resize_size(image_size: int, resize_mode: str) -> int:
@@ -69,17 +72,24 @@ def policy(image_size: int = 224, resize_size: int | None = None,
     }
 
 
+class PolicyError(DistillError, ValueError):
+    """A preprocessing record this version cannot follow: one line for the user."""
+
+
 def check_policy(preprocessing: dict) -> None:
-    """Refuse a record (from a file: ONNX metadata, a sidecar) this module cannot follow."""
+    """Refuse a record (from a file: student.pt, ONNX metadata) this module cannot follow:
+    a missing, empty, non-integer or absurd size would fail deep inside a resize, or ask for
+    gigabytes per image."""
     if not isinstance(preprocessing, dict):
-        raise TypeError(f"preprocessing must be a mapping, got {type(preprocessing).__name__}")
+        raise PolicyError(f"preprocessing must be a mapping, got {type(preprocessing).__name__}")
     for key in ("image_size", "resize_size"):
-        if not isinstance(preprocessing.get(key), int) or preprocessing[key] < 1:
-            raise ValueError(f"preprocessing.{key} must be a positive integer, "
-                             f"got {preprocessing.get(key)!r}")
+        value = preprocessing.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SIDE:
+            raise PolicyError(f"preprocessing.{key} must be an integer in 1..{MAX_SIDE}, "
+                              f"got {value!r}")
     if preprocessing.get("resize") not in RESIZE_MODES.values():
-        raise ValueError(f"preprocessing.resize {preprocessing.get('resize')!r} is not one of "
-                         "this version's resize modes")
+        raise PolicyError(f"preprocessing.resize {preprocessing.get('resize')!r} is not one of "
+                          "this version's resize modes")
 
 
 def resize_for(image: Image.Image | np.ndarray, preprocessing: dict) -> np.ndarray:
@@ -123,6 +133,7 @@ def prepare(image: Image.Image, preprocessing: dict) -> np.ndarray:
 
 def batch(images: list[Image.Image], preprocessing: dict) -> torch.Tensor:
     """Photos → (N, 3, S, S) float32 in [0, 1], contiguous."""
+    check_policy(preprocessing)  # whatever file it came from, before any pixel is resized
     pixels = np.stack([prepare(image, preprocessing) for image in images])
     # numpy's cast-while-transposing is ~4x faster here than torch's permute + float + copy
     floats = pixels.transpose(0, 3, 1, 2).astype(np.float32)

@@ -17,6 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.metrics import ConfusionMatrixDisplay
 
+from distill.decode import read_input
 from distill.errors import DistillError
 
 SUMMARY_COLUMNS = (
@@ -222,8 +223,8 @@ def write_report(report: dict, columns: dict, skipped: list[dict], out: Path) ->
 
 def load_report(path: str | Path) -> dict:
     try:
-        report = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        report = json.loads(read_input(path, "bench report"))
+    except (ValueError, RecursionError) as exc:
         raise DistillError(f"{path}: not a bench report: {exc}") from None
     if not isinstance(report, dict) or report.get("schema") != REPORT_SCHEMA:
         raise DistillError(f"{path}: not a bench report (schema {REPORT_SCHEMA})")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 
 import click
-import yaml
 
 from distill.errors import DistillError
 
@@ -26,10 +25,12 @@ def show_progress(no_progress: bool) -> bool:
 
 def parse_options(options: tuple[str, ...]) -> dict:
     """`backbone=vgg16` → {"backbone": "vgg16"}; values parse as YAML scalars."""
+    from distill.config import parse_yaml  # on first use: `distill --help` stays light
+
     parsed = {}
     for option in options:
         key, sep, value = option.partition("=")
         if not (sep and key):
             raise DistillError(f"bad option {option!r}; expected KEY=VALUE")
-        parsed[key.strip()] = yaml.safe_load(value)
+        parsed[key.strip()] = parse_yaml(value, f"option {key.strip()}")
     return parsed

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from distill import run_folder
 from distill.deduplication.vectors import load_bench, run_descriptors
@@ -45,10 +44,11 @@ DEFAULT_THRESHOLD = {"offline": 0.65, "clip": 0.95}
 
 
 def _load_run(out: Path) -> pa.Table:
+    run_folder.require_complete(out)  # dedup over part of a pool would miss duplicates
     files = run_folder.label_files(out)
     if not files:
         raise DistillError(f"no label shards under {out / run_folder.SHARD_DIR}; run `distill label` first")
-    present = set(pq.read_schema(files[0]).names)
+    present = set(run_folder.read_schema(files[0]).names)
     if "image_id" not in present:
         raise DistillError(f"{files[0]} has no image_id column: not a labeling run")
     wanted = [c for c in ("image_id", "sha1", "quality", "path") if c in present]

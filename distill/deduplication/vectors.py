@@ -10,6 +10,7 @@ import numpy as np
 from distill import run_folder
 from distill.decode import find_images
 from distill.errors import ConfigError, DistillError
+from distill.names import as_path
 from distill.similar import (
     NORMALISE_CHUNK,
     OFFLINE_NAME,
@@ -73,8 +74,8 @@ def run_descriptors(out: Path, table, descriptor: str, progress: bool = True):
                 dict.fromkeys(missing, "no finite embedding"))
     if "path" not in table.column_names:
         raise DistillError(f"{out} has neither CLIP embeddings nor a path column to describe")
-    matrix, _, failures = offline_descriptors(table.column("path").to_pylist(),
-                                                          progress=progress)
+    paths = [p and as_path(p) for p in table.column("path").to_pylist()]
+    matrix, _, failures = offline_descriptors(paths, progress=progress)
     flat = np.flatnonzero(~np.any(matrix != 0, axis=1))
     failures.update({int(r): "flat image (no detail to compare)" for r in flat
                      if r not in failures})

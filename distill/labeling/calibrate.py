@@ -21,7 +21,7 @@ from scipy.stats import spearmanr
 from sklearn.linear_model import LinearRegression, LogisticRegression
 
 from distill import run_folder
-from distill.config import from_mapping
+from distill.config import from_mapping, load_yaml
 from distill.errors import DistillError
 from distill.human_scores import load_ava
 from distill.labeling.fusion import apply_fusion
@@ -84,7 +84,7 @@ def fit_fusion(labels_dir: Path, reference: Path, base: FusionConfig,
 
 def save_fusion(path: Path, fusion: FusionConfig) -> None:
     """Write (or update) the `fusion:` section of a YAML config, keeping its other keys."""
-    existing = yaml.safe_load(path.read_text()) if path.is_file() else {}
+    existing = load_yaml(path) if path.is_file() else {}
     existing = existing or {}
     existing["fusion"] = asdict(fusion)
     path.write_text(yaml.safe_dump(existing, sort_keys=False))

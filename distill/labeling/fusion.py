@@ -6,7 +6,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from distill import run_folder, scoring
 from distill.config import from_mapping, load_yaml
@@ -15,7 +14,7 @@ from distill.config import from_mapping, load_yaml
 def fuse_run(out: Path, fusion: scoring.FusionConfig) -> pa.Table:
     """Recompute norm_* and the fused columns of every shard from its stored raw scores."""
     files = run_folder.label_files(out)
-    tables = [pq.read_table(f) for f in files]
+    tables = [run_folder.read_parquet(f) for f in files]
     nonempty = [t for t in tables if t.num_rows]
     if not nonempty:
         return pa.table({"tier": pa.array([], pa.int8()), "label": pa.array([], pa.string())})
@@ -40,6 +39,7 @@ def fuse(labels_dir: str | Path, config: str | Path | None = None, *,
          normalisation: str | None = None) -> dict:
     """`distill fuse`: the run's fusion (or the `fusion:` section of the YAML `config`) with
     the given keys changed, applied to every shard. Returns the keep / trash counts."""
+    run_folder.require_complete(Path(labels_dir))  # rank normalisation needs the whole pool
     fusion = (load_yaml(config).get("fusion") if config
               else run_folder.manifest_config(Path(labels_dir), "fusion")) or {}
     overrides = {"keep_threshold": keep_threshold, "keep_top_percent": keep_top_percent,

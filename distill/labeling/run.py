@@ -8,6 +8,8 @@ atomically, then (rank 0) fuse.
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 import json
 import os
 import time
@@ -16,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from accelerate import PartialState
 from tqdm import tqdm
@@ -29,7 +30,7 @@ from distill.labeling.shards import label_shard, write_result
 from distill.labeling.workers import score_shards, start_early
 from distill.run_folder import image_id
 from distill.scoring import expand_teacher_sets
-from distill.sources import Source, create_source, guess_source
+from distill.sources import Source, absolute_source, create_source, guess_source
 from teachers import Teacher, create_teachers
 
 SHAPING_DECODE_KEYS = ("max_side", "draft", "min_side", "max_pixels", "jpeg_decoder")
@@ -74,6 +75,8 @@ def check_resume(out: Path, config: LabelConfig, device: str = "cpu") -> None:
         if not (out / run_folder.INPUTS_FILE).exists():
             run_folder.write_run_shape(out, shape)
         return
+    if isinstance(recorded.get("source"), dict):  # a run that recorded a relative path
+        recorded["source"] = _as_json(absolute_source(recorded["source"]))
     recorded, asked = {**BEFORE_RECORDED, **_flatten(recorded)}, _flatten(shape)
     differs = sorted(key for key in recorded.keys() | asked.keys()
                      if recorded.get(key) != asked.get(key))
@@ -89,10 +92,10 @@ def check_resume(out: Path, config: LabelConfig, device: str = "cpu") -> None:
 def freeze_inputs(out: Path, source: Source, source_config: dict, progress: bool = False) -> pa.Table:
     """Enumerate once and keep the list: resumes and other ranks see exactly these inputs."""
     path = out / run_folder.INPUTS_FILE
-    fingerprint = repr(sorted(source_config.items())).encode()
+    fingerprint = _fingerprint(source_config)
     if path.exists():
-        table = pq.read_table(path)
-        if table.schema.metadata.get(b"source") != fingerprint:
+        table = run_folder.read_parquet(path)
+        if not _same_source((table.schema.metadata or {}).get(b"source"), fingerprint):
             raise ConfigError(f"{out} was labeled from another source; use a new --out")
         return table
     items = list(tqdm(source.items(), desc="listing inputs", unit="img", leave=False,
@@ -102,6 +105,7 @@ def freeze_inputs(out: Path, source: Source, source_config: dict, progress: bool
         "key": [item.key for item in items],
         "path": [item.path for item in items],
         "locator": [item.locator for item in items],
+        "refused": pa.array([item.refused for item in items], pa.string()),
     }).replace_schema_metadata({"source": fingerprint})
     seen: dict[str, str] = {}
     for item in items:
@@ -111,6 +115,22 @@ def freeze_inputs(out: Path, source: Source, source_config: dict, progress: bool
         seen[item.key] = item.path
     run_folder.write_table(path, table)
     return table
+
+
+def _fingerprint(source_config: dict) -> bytes:
+    return repr(sorted(source_config.items())).encode()
+
+
+def _same_source(recorded: bytes | None, fingerprint: bytes) -> bool:
+    """Whether inputs.parquet was listed from this source; a run that recorded a relative
+    path is compared with that path made absolute."""
+    if recorded == fingerprint:
+        return True
+    try:
+        old = dict(ast.literal_eval(recorded.decode()))
+    except (ValueError, SyntaxError, TypeError, AttributeError, UnicodeDecodeError):
+        return False
+    return _fingerprint(absolute_source(old)) == fingerprint
 
 
 def finalize(out: Path, config: LabelConfig, teachers: list[Teacher], inputs: pa.Table,
@@ -189,9 +209,13 @@ def run_label(config: LabelConfig, progress: bool = True, max_shards: int | None
     state = PartialState(cpu=config.device == "cpu" or not torch.cuda.is_available())
     device = config.device if config.device not in ("auto", "cuda") else str(state.device)
     out = Path(config.out)
+    # `--source photos` and `--source /home/me/photos` are one source, resumed alike
+    config = dataclasses.replace(config, source=absolute_source(config.source))
     if device == "cpu" and config.score_workers != 0:
         start_early()  # scoring workers are likely: their fork server imports meanwhile
     source = create_source(config.source)
+    if not run_folder.is_label_run(out):
+        run_folder.refuse_unless_empty(out)  # never label into a folder of other files
     # Every rank checks (and none waits at a barrier for a rank that refused); a fresh run's
     # ranks all write the same run.json, atomically.
     check_resume(out, config, device)

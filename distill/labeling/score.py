@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from distill.decode import DecodeError, decode_path, find_images
 from distill.errors import ConfigError
+from distill.names import as_text
 from distill.scoring import expand_teacher_sets, parse_teacher_options
 from distill.similar import read_embeddings
 from distill.sources import packaged_photos
@@ -49,7 +50,7 @@ def score_paths(paths: Sequence[str | os.PathLike], teachers: Sequence[Teacher],
         chunk = files[start : start + CHUNK]
         rows, decoded = [], []
         for path in chunk:
-            row = {"path": str(path)}
+            row = {"path": as_text(path)}
             try:
                 item = decode_path(path, draft_size=draft_size)
             except DecodeError as exc:

@@ -34,6 +34,8 @@ def _decode_options(decode: DecodeConfig) -> dict:
 
 def read_item(source: Source, item: SourceItem) -> tuple[bytes | None, str | None]:
     """(the input's bytes, None) or (None, the reason it is an error row)."""
+    if item.refused:
+        return None, item.refused
     try:
         return source.read(item.locator), None
     except DecodeError as exc:
@@ -152,7 +154,7 @@ def label_shard(index: int, inputs: pa.Table, source: Source, teachers: list[Tea
     `config.decode.threads` threads) decode ahead of them, or, with the torchvision JPEG
     decoder, read the bytes that each batch then decodes on `device`."""
     chunk = input_rows(inputs, index, config.shard_size)
-    items = [SourceItem(r["key"], r["path"], r["locator"]) for r in chunk]
+    items = [SourceItem.from_row(r) for r in chunk]
     on_device = config.decode.jpeg_decoder == "torchvision"
     dataset = ShardImages(source, items, config.decode, raw=on_device)
     if workers:

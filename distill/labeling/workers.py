@@ -81,7 +81,7 @@ def _score_chunk(shard: int, inputs: list[dict]) -> ShardResult:
                            "(teachers registered at run time, e.g. open_clip.add_model_config, "
                            "exist only in this process: use --score-workers 0)")
     source, config = _WORKER["source"], _WORKER["config"]
-    decoded = [(position, *decode_item(source, SourceItem(r["key"], r["path"], r["locator"]),
+    decoded = [(position, *decode_item(source, SourceItem.from_row(r),
                                        config.decode))
                for position, r in enumerate(inputs)]
     result = ShardResult()

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from distill import run_folder
 from distill.benchmarking import run_bench
 from distill.config import LabelConfig, from_mapping
 from distill.deduplication import run_dedup
@@ -44,6 +45,7 @@ SIZES = {
     "full": Size(train_views=24, bench_views=10, duplicates=24, steps=2000, image_size=160, side=384),
     "small": Size(train_views=6, bench_views=5, duplicates=8, steps=120, image_size=128, side=320),
 }
+MARK = ".distill-quickstart"  # what makes a workdir quickstart's own, to remove and redo
 HELD_OUT_PHOTOS = ("I04", "astronaut", "coffee", "gravel", "motorcycle_left")
 DEDUP_THRESHOLD = 0.9
 
@@ -51,8 +53,11 @@ DEDUP_THRESHOLD = 0.9
 def run_quickstart(workdir: Path, size: str = "full", seed: int = 0, progress: bool = True) -> dict:
     """Every stage in order, each timed; returns the figures the command prints."""
     plan, workdir = SIZES[size], Path(workdir)
-    if workdir.exists():
+    if (workdir / MARK).is_file():
         shutil.rmtree(workdir)  # deterministic: every run starts from nothing
+    run_folder.refuse_unless_empty(workdir, "--workdir")  # never a folder of the user's files
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / MARK).touch()
     stages, started = {}, time.perf_counter()
 
     def timed(name, function):

@@ -11,14 +11,15 @@ image of each cluster in turn, so 200 picks are not 200 near-copies of one hard 
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 import faiss
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from distill import run_folder
+from distill.decode import read_input
 from distill.errors import DistillError
 from distill.scoring import tier as tier_of
 from distill.sheet import write_sheet
@@ -74,7 +75,8 @@ def select(table: pa.Table, embeddings: np.ndarray | None, budget: int, seed: in
 
 def already_labeled(out: Path) -> set[str]:
     path = Path(out) / run_folder.HUMAN_FILE
-    return set(pq.read_table(path, columns=["image_id"]).column(0).to_pylist()) if path.exists() else set()
+    return (set(run_folder.read_parquet(path, columns=["image_id"]).column(0).to_pylist())
+            if path.exists() else set())
 
 
 def build_queue(out: Path, budget: int, review_dir: Path | None = None, seed: int = 0) -> dict:
@@ -98,6 +100,7 @@ def build_queue(out: Path, budget: int, review_dir: Path | None = None, seed: in
         queue.append(row)
     review_dir = Path(review_dir or out / "review")
     review_dir.mkdir(parents=True, exist_ok=True)
+    refuse_filled_queue(review_dir / "queue.csv", out)
     with (review_dir / "queue.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=QUEUE_FIELDS + teacher_fields + ["human_label", "human_score"],
                                 extrasaction="ignore")
@@ -112,14 +115,26 @@ def build_queue(out: Path, budget: int, review_dir: Path | None = None, seed: in
             "sheet": str(review_dir / "index.html")}
 
 
+def refuse_filled_queue(queue: Path, out: Path) -> None:
+    """A queue a person has begun to fill in is their work: a new queue never replaces it."""
+    if not queue.exists():
+        return
+    text = read_input(queue, "review queue").decode("utf-8", "replace")
+    filled = [row for row in csv.DictReader(io.StringIO(text, newline=""))
+              if (row.get("human_label") or "").strip() or (row.get("human_score") or "").strip()]
+    if filled:
+        raise DistillError(f"{queue} holds {len(filled)} human labels: import them first "
+                           f"(`distill import-labels {queue} --labels {out}`), or move it away")
+
+
 def import_labels(out: Path, labels_csv: Path, keep_threshold: float = 6.0) -> dict:
     """Merge human keep/trash or 1–10 labels into OUT/human.parquet (source = human)."""
     out = Path(out)
     table = run_folder.read_labels(out)
     by_id = {r["image_id"]: r for r in table.select(["image_id", "path", "sha1", "width", "height"]).to_pylist()}
     by_path = {r["path"]: r for r in by_id.values()}
-    with Path(labels_csv).open(newline="") as handle:
-        entries = list(csv.DictReader(handle))
+    text = read_input(labels_csv, "labels CSV").decode("utf-8", "replace")
+    entries = list(csv.DictReader(io.StringIO(text, newline="")))
     human, skipped = {}, []
     for line, entry in enumerate(entries, start=2):
         base = by_id.get(entry.get("image_id", "")) or by_path.get(entry.get("path", ""))
@@ -143,7 +158,7 @@ def import_labels(out: Path, labels_csv: Path, keep_threshold: float = 6.0) -> d
     imported = len(human)
     path = out / run_folder.HUMAN_FILE
     if path.exists():  # earlier imports stay unless relabeled now
-        for row in pq.read_table(path).to_pylist():
+        for row in run_folder.read_parquet(path).to_pylist():
             human.setdefault(row["image_id"], row)
     if human:
         run_folder.write_table(path, pa.Table.from_pylist(list(human.values())))

@@ -22,7 +22,8 @@ from tqdm import tqdm
 from distill import run_folder, xmp
 from distill.decode import DecodeError, find_images, header_size, read_bytes
 from distill.errors import DistillError
-from distill.human_scores import load_ava
+from distill.human_scores import load_ava, read_text
+from distill.names import as_text
 from distill.run_folder import image_id
 from distill.scoring import FusionConfig, keep_prob, tier
 
@@ -42,6 +43,7 @@ def ava_to_labels(root: Path, out: Path, threshold: float | None = 6.0,
         raise DistillError("give exactly one of --threshold or --percentile")
     fusion = fusion or FusionConfig()
     labels = load_ava(Path(root), None)
+    start_run(Path(out), {"kind": "ava", "root": str(root)}, shard_size)
     votes = {item.id: item for item in labels.items}
     means = np.array([item.score for item in labels.items])
     cutoff = float(np.percentile(means, percentile)) if percentile is not None else threshold
@@ -79,6 +81,13 @@ def ava_to_labels(root: Path, out: Path, threshold: float | None = 6.0,
     return summary
 
 
+def start_run(out: Path, source: dict, shard_size: int) -> None:
+    """A human label run goes into a new or empty folder, and says from its first file on
+    that it is being written (run.json before the shards, the manifest last)."""
+    run_folder.refuse_unless_empty(out)
+    run_folder.write_run_shape(out, {"source": source, "shard_size": shard_size})
+
+
 def write_rows(out: Path, rows: list[dict], errors: list[dict], shard_size: int) -> pa.Table:
     """Human rows as label shards (errors in the first shard); returns the merged errors."""
     for index, start in enumerate(range(0, max(len(rows), 1), shard_size)):
@@ -113,6 +122,7 @@ def xmp_to_labels(folder: Path, out: Path, keep_stars: int = 4, shard_size: int 
                   progress: bool = True) -> dict:
     """A photographer's own picks (sidecar ratings and pick labels from digiKam, darktable or
     Lightroom, read by exiv2) as human label shards, to fine-tune a student on."""
+    start_run(Path(out), {"kind": "xmp", "root": str(folder)}, shard_size)
     photos = find_images([Path(folder)])
     rows, errors, unrated = [], [], 0
     for photo in tqdm(photos, desc="sidecars", unit="img", disable=not progress):
@@ -120,12 +130,12 @@ def xmp_to_labels(folder: Path, out: Path, keep_stars: int = 4, shard_size: int 
         if not sidecar.exists():
             unrated += 1
             continue
-        identity = {"image_id": image_id("xmp", str(photo.resolve())), "source": HUMAN,
-                    "path": str(photo.resolve())}
+        path = as_text(photo.resolve())
+        identity = {"image_id": image_id("xmp", path), "source": HUMAN, "path": path}
         try:
             picked = pick_from_sidecar(xmp.read_sidecar(sidecar), keep_stars)
             identity.update(_identity(photo))
-        except (DecodeError, xmp.XmpError) as exc:
+        except (DecodeError, xmp.XmpError, OSError) as exc:  # a sidecar that is a folder
             errors.append({**identity, "stage": "sidecar", "reason": str(exc), "shard": None})
             continue
         if picked is None:
@@ -147,7 +157,7 @@ def xmp_to_labels(folder: Path, out: Path, keep_stars: int = 4, shard_size: int 
 
 def _vote_histograms(ava_txt: Path) -> dict[str, np.ndarray]:
     histograms = {}
-    for line in ava_txt.read_text().splitlines():
+    for line in read_text(ava_txt).splitlines():
         fields = line.split()
         if len(fields) == 15:
             histograms[fields[1]] = np.asarray(fields[2:12], dtype=np.float64)

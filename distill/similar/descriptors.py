@@ -30,7 +30,7 @@ from PIL import Image
 from scipy.fft import dctn
 from tqdm import tqdm
 
-from distill.decode import DecodeError, decode_path
+from distill.decode import DecodeError, decode_path, open_regular
 from distill.errors import ConfigError
 
 THUMB_SIDE = 32
@@ -140,14 +140,21 @@ def read_embeddings(path: str | os.PathLike, column: str | None = None) -> tuple
     ids come from key/image_path/url/path when present, else the row number.
     """
     path = Path(path)
-    if path.suffix == ".npy":
-        matrix = np.load(path)
-        return [str(i) for i in range(len(matrix))], np.asarray(matrix, dtype=np.float32)
-    if path.suffix != ".parquet":
+    if path.suffix not in (".npy", ".parquet"):
         raise ConfigError(f"{path}: embeddings must be .npy or .parquet")
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path)
+    try:
+        with open_regular(path, max_bytes=None) as handle:  # the read rule, without a size cap
+            if path.suffix == ".npy":
+                matrix = np.load(handle, allow_pickle=False)
+                return [str(i) for i in range(len(matrix))], np.asarray(matrix, dtype=np.float32)
+            table = pq.read_table(handle)
+    except DecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    except (ValueError, EOFError, pa.ArrowException) as exc:
+        raise ConfigError(f"{path}: not readable embeddings ({type(exc).__name__}: {exc})") from None
     names = table.column_names
     column = column or next((c for c in ("embedding", "img_emb", "emb", "clip_emb") if c in names), None)
     if column not in names:

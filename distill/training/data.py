@@ -30,6 +30,7 @@ from distill import run_folder, scoring
 from distill.config import from_mapping
 from distill.decode import ORIGINAL_SIZE_KEY, DecodeError, decode_named, read_bytes
 from distill.errors import ConfigError, DistillError
+from distill.names import as_path
 from distill.sources import create_source
 from distill.training.config import TrainConfig
 from students import preprocess
@@ -126,8 +127,8 @@ class ImageReader:
         self._source = None
 
     def read(self, path: str | None, locator: str | None) -> bytes:
-        if path and os.path.isfile(path):
-            return read_bytes(path)
+        if path and os.path.isfile(as_path(path)):
+            return read_bytes(as_path(path))
         if locator is not None and self.source_config:
             if self._source is None:
                 self._source = create_source(self.source_config)

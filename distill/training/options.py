@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
-from distill.config import from_mapping, load_yaml
+from distill.config import from_mapping, load_yaml, parse_yaml
 from distill.errors import ConfigError
 from distill.training.config import TrainConfig
 from distill.training.loop import run_train
@@ -30,7 +28,7 @@ def build_train_config(config: str | Path | dict | None, flags: dict,
         key, sep, value = override.partition("=")
         if not (sep and key.strip()):
             raise ConfigError(f"--set {override!r}: expected KEY.PATH=VALUE, e.g. optim.lr=3e-4")
-        _set(mapping, key.strip(), yaml.safe_load(value))
+        _set(mapping, key.strip(), parse_yaml(value, f"--set {key.strip()}"))
     for dotted, value in flags.items():
         if value is not None:
             _set(mapping, dotted, value)
