@@ -72,6 +72,7 @@ def cull(folder, model_path, action, xmp, dest, report, keep_threshold, keep_rat
     from distill.culling import MODES, CullOptions, DecideOptions
     from distill.culling import cull as run_cull
     from distill.errors import ConfigError
+    from distill.names import as_text
 
     if keep_rate is not None and mode is not None:
         raise ConfigError("give --keep-rate or --mode, not both")
@@ -86,5 +87,5 @@ def cull(folder, model_path, action, xmp, dest, report, keep_threshold, keep_rat
     click.echo(f"keep {result['keep']}  pending {result['pending']}  trash {result['trash']}  "
                f"errors {result['error']}  groups {result['groups']}  "
                f"xmp errors {result['xmp_errors']}  ({result['remaining']} not yet scored, "
-               f"{result['undecided']} not yet decided)\nreport: {result['report']}"
-               + (f"\nreview page: {result['html']}" if result["html"] else ""))
+               f"{result['undecided']} not yet decided)\nreport: {as_text(result['report'])}"
+               + (f"\nreview page: {as_text(result['html'])}" if result["html"] else ""))
