@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -46,13 +47,21 @@ DEDUP_FILE = "dedup.parquet"
 DEDUP_SUMMARY = "dedup_summary.json"
 IDENTITY_COLUMNS = ("image_id", "source", "path", "sha1", "width", "height")
 FUSED_COLUMNS = ("quality", "keep_prob", "label", "tier", "confidence")
+INPUT_SCHEMA = pa.schema([("image_id", pa.string()), ("key", pa.string()), ("path", pa.string()),
+                          ("locator", pa.string()), ("refused", pa.string())])
 ERROR_SCHEMA = pa.schema([("image_id", pa.string()), ("source", pa.string()), ("path", pa.string()),
                           ("stage", pa.string()), ("reason", pa.string()), ("shard", pa.int32())])
 
 
 def image_id(source_name: str, key: str) -> str:
     """An input's id: stable for the same source and key, on every machine."""
-    return hashlib.sha1(f"{source_name}:{key}".encode()).hexdigest()[:16]
+    return image_ids(source_name, [key])[0]
+
+
+def image_ids(source_name: str, keys: list[str]) -> list[str]:
+    """`image_id` of many keys (10 M of them cost one loop, not a call each)."""
+    prefix = f"{source_name}:"
+    return [hashlib.sha1((prefix + key).encode()).hexdigest()[:16] for key in keys]
 
 
 def shard_name(kind: str, index: int, suffix: str = "parquet") -> str:
@@ -228,10 +237,53 @@ def refuse_unless_empty(folder: Path, flag: str = "--out") -> None:
         raise DistillError(f"{flag} {folder} is not empty: choose a new or empty folder")
 
 
+def write_inputs(out: Path, shards: Iterable[pa.Table], metadata: dict[bytes, bytes],
+                 check: Callable[[Path], None] | None = None) -> int:
+    """inputs.parquet, streamed: each table of `shards` (INPUT_SCHEMA) becomes one row group,
+    so that a worker reads its shard alone (`read_shard_inputs`). `check(partial)` runs on
+    the whole written file before it takes its name; whatever it raises leaves no file.
+    Returns the number of rows."""
+    rows = 0
+    schema = INPUT_SCHEMA.with_metadata(metadata)
+    with atomic_write(Path(out) / INPUTS_FILE) as partial:
+        # Names are nearly all distinct: a dictionary would only be built and thrown away.
+        with pq.ParquetWriter(partial, schema, use_dictionary=["refused"]) as writer:
+            for table in shards:
+                writer.write_table(table.cast(schema), row_group_size=max(1, table.num_rows))
+                rows += table.num_rows
+        if check is not None:
+            check(partial)
+    return rows
+
+
 def read_shard_inputs(out: Path, index: int, shard_size: int) -> pa.Table:
-    """Shard `index`'s slice of inputs.parquet: rows [index * shard_size, (index + 1) * shard_size)."""
-    table = read_parquet(Path(out) / INPUTS_FILE)
-    return table.slice(index * shard_size, shard_size)
+    """Shard `index`'s slice of inputs.parquet: rows [index * shard_size, (index + 1) * shard_size).
+
+    Only the row groups that hold those rows are read: one, in a run whose inputs.parquet
+    has a row group per shard (`write_inputs`); a few, in one written before with another
+    grouping."""
+    path = Path(out) / INPUTS_FILE
+    try:
+        inputs = pq.ParquetFile(path)
+    except pa.ArrowInvalid as exc:
+        raise _damaged(path, exc) from None
+    start, end = index * shard_size, (index + 1) * shard_size
+    wanted, first_row, row = [], None, 0
+    for group in range(inputs.metadata.num_row_groups):
+        rows = inputs.metadata.row_group(group).num_rows
+        if row + rows > start and row < end:
+            wanted.append(group)
+            first_row = row if first_row is None else first_row
+        row += rows
+        if row >= end:
+            break
+    if not wanted:
+        return inputs.schema_arrow.empty_table()
+    try:
+        table = inputs.read_row_groups(wanted)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise _damaged(path, exc) from None
+    return table.slice(start - first_row, shard_size)
 
 
 def read_locators(out: Path) -> dict[str, str]:
