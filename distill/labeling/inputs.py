@@ -3,8 +3,9 @@
 The list is never held whole: the source's item batches (`Source.batches`: a manifest's
 come straight from Arrow) are cut into one row group per shard and written as they come,
 so a worker later reads only its own shard's rows (`run_folder.read_shard_inputs`). Keys
-must be distinct; that is checked in Arrow on the written key column before the file takes
-its name, so a source that repeats a key leaves no inputs.parquet behind.
+must be distinct; that is checked before the file takes its name, on 8 bytes a row (the
+image ids as integers, sorted by numpy: no Python object per key), so a source that repeats
+a key leaves no inputs.parquet behind.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
@@ -34,15 +35,16 @@ def freeze_inputs(out: Path, source: Source, source_config: dict, shard_size: in
         if not _same_source((schema.metadata or {}).get(b"source"), fingerprint):
             raise ConfigError(f"{out} was labeled from another source; use a new --out")
         return pq.read_metadata(path).num_rows
+    ids: list[np.ndarray] = []
     with tqdm(desc="listing inputs", unit="img", leave=False, disable=not progress) as bar:
-        return run_folder.write_inputs(out, _shards(source, shard_size, bar),
-                                       {b"source": fingerprint},
-                                       check=lambda partial: _refuse_repeated_keys(partial, source))
+        return run_folder.write_inputs(
+            out, _shards(source, shard_size, bar, ids), {b"source": fingerprint},
+            check=lambda partial: _refuse_repeated_keys(partial, source, ids, shard_size))
 
 
-def _shards(source: Source, shard_size: int, bar: tqdm) -> Iterator[pa.Table]:
+def _shards(source: Source, shard_size: int, bar: tqdm, ids: list[np.ndarray]) -> Iterator[pa.Table]:
     """The source's items as INPUT_SCHEMA tables of exactly `shard_size` rows (the last: the
-    rest), each with its image ids."""
+    rest), each with its image ids; `ids` receives them as 64-bit integers."""
     pending: list[pa.Table] = []
     held = 0
     for batch in source.batches(min(shard_size, 65536)):
@@ -53,28 +55,39 @@ def _shards(source: Source, shard_size: int, bar: tqdm) -> Iterator[pa.Table]:
             table = pa.concat_tables(pending)
             start = 0
             while table.num_rows - start >= shard_size:
-                yield _with_ids(source.name, table.slice(start, shard_size))
+                yield _with_ids(source.name, table.slice(start, shard_size), ids)
                 start += shard_size
             pending, held = [table.slice(start)], table.num_rows - start
     if held:
-        yield _with_ids(source.name, pa.concat_tables(pending))
+        yield _with_ids(source.name, pa.concat_tables(pending), ids)
 
 
-def _with_ids(source_name: str, items: pa.Table) -> pa.Table:
-    ids = run_folder.image_ids(source_name, items.column("key").to_pylist())
-    return items.add_column(0, "image_id", pa.array(ids, pa.string()))
+def _with_ids(source_name: str, items: pa.Table, ids: list[np.ndarray]) -> pa.Table:
+    hexes = run_folder.image_ids(source_name, items.column("key").to_pylist())
+    ids.append(np.frombuffer(bytes.fromhex("".join(hexes)), dtype=">u8"))
+    return items.add_column(0, "image_id", pa.array(hexes, pa.string()))
 
 
-def _refuse_repeated_keys(partial: Path, source: Source) -> None:
-    keys = pq.read_table(partial, columns=["key"]).column("key")
-    if pc.count_distinct(keys).as_py() == len(keys):
+def _refuse_repeated_keys(partial: Path, source: Source, ids: list[np.ndarray],
+                          shard_size: int) -> None:
+    """Distinct keys have distinct image ids (a 64-bit hash of source and key), so repeats
+    are found by sorting 8 bytes a row, not by hashing every key's text. An id met twice is
+    reported with the two rows' key and paths."""
+    every = np.concatenate(ids) if ids else np.empty(0, ">u8")
+    ordered = np.sort(every)
+    repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+    if not len(repeated):
         return
-    counts = pc.value_counts(keys)
-    key = counts.filter(pc.greater(counts.field("counts"), 1))[0]["values"].as_py()
-    paths = pq.read_table(partial, columns=["path"], filters=pc.field("key") == key)
-    first, second = paths.column("path").to_pylist()[:2]
-    raise ConfigError(f"source {source.name!r} yields the key {key!r} twice ({first} and "
-                      f"{second}); each input needs its own key")
+    first, second = np.flatnonzero(every == repeated[0])[:2]
+    inputs = pq.ParquetFile(partial)
+    rows = [inputs.read_row_group(int(row) // shard_size).slice(int(row) % shard_size, 1)
+            .to_pylist()[0] for row in (first, second)]
+    if rows[0]["key"] != rows[1]["key"]:  # 64 bits collide once in ~10^19 pairs
+        raise ConfigError(f"source {source.name!r}: the keys {rows[0]['key']!r} and "
+                          f"{rows[1]['key']!r} share the image id {rows[0]['image_id']}; "
+                          "give the source another name")
+    raise ConfigError(f"source {source.name!r} yields the key {rows[1]['key']!r} twice "
+                      f"({rows[0]['path']} and {rows[1]['path']}); each input needs its own key")
 
 
 def _fingerprint(source_config: dict) -> bytes:
