@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from distill import run_folder
 from distill.errors import ConfigError
-from distill.sources import Source, absolute_source
+from distill.sources import BATCH_ROWS, Source, absolute_source
 
 
 def freeze_inputs(out: Path, source: Source, source_config: dict, shard_size: int,
@@ -38,39 +38,39 @@ def freeze_inputs(out: Path, source: Source, source_config: dict, shard_size: in
     ids: list[np.ndarray] = []
     with tqdm(desc="listing inputs", unit="img", leave=False, disable=not progress) as bar:
         return run_folder.write_inputs(
-            out, _shards(source, shard_size, bar, ids), {b"source": fingerprint},
+            out, _whole_shards(source, shard_size, bar, ids), shard_size, {b"source": fingerprint},
             check=lambda partial: _refuse_repeated_keys(partial, source, ids, shard_size))
 
 
-def _shards(source: Source, shard_size: int, bar: tqdm, ids: list[np.ndarray]) -> Iterator[pa.Table]:
-    """The source's items as INPUT_SCHEMA tables of exactly `shard_size` rows (the last: the
-    rest), each with its image ids; `ids` receives them as 64-bit integers."""
+def _whole_shards(source: Source, shard_size: int, bar: tqdm,
+                  ids: list[np.ndarray]) -> Iterator[pa.Table]:
+    """The source's items as INPUT_SCHEMA tables of whole shards (the last: the rest),
+    about BATCH_ROWS rows each, with their image ids; `ids` receives those as integers."""
     pending: list[pa.Table] = []
     held = 0
-    for batch in source.batches(min(shard_size, 65536)):
+    whole = max(1, BATCH_ROWS // shard_size) * shard_size
+    for batch in source.batches(min(whole, BATCH_ROWS)):
         pending.append(batch)
         held += batch.num_rows
         bar.update(batch.num_rows)
-        if held >= shard_size:
+        if held >= whole:
             table = pa.concat_tables(pending)
-            start = 0
-            while table.num_rows - start >= shard_size:
-                yield _with_ids(source.name, table.slice(start, shard_size), ids)
-                start += shard_size
-            pending, held = [table.slice(start)], table.num_rows - start
+            cut = held - held % shard_size
+            yield _with_ids(source.name, table.slice(0, cut), ids)
+            pending, held = [table.slice(cut)], held - cut
     if held:
         yield _with_ids(source.name, pa.concat_tables(pending), ids)
 
 
 def _with_ids(source_name: str, items: pa.Table, ids: list[np.ndarray]) -> pa.Table:
-    hexes = run_folder.image_ids(source_name, items.column("key").to_pylist())
-    ids.append(np.frombuffer(bytes.fromhex("".join(hexes)), dtype=">u8"))
-    return items.add_column(0, "image_id", pa.array(hexes, pa.string()))
+    digests = run_folder.image_id_bytes(source_name, items.column("key").to_pylist())
+    ids.append(digests.copy().view(">u8").ravel())
+    return items.add_column(0, "image_id", run_folder.image_id_texts(digests))
 
 
 def _refuse_repeated_keys(partial: Path, source: Source, ids: list[np.ndarray],
                           shard_size: int) -> None:
-    """Distinct keys have distinct image ids (a 64-bit hash of source and key), so repeats
+    """Distinct keys have distinct image ids (64 bits of a hash of source and key), so repeats
     are found by sorting 8 bytes a row, not by hashing every key's text. An id met twice is
     reported with the two rows' key and paths."""
     every = np.concatenate(ids) if ids else np.empty(0, ">u8")
