@@ -29,6 +29,8 @@ import json
 import os
 import posixpath
 import tarfile
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -453,37 +455,45 @@ class HFSource(Source):
     """A Hugging Face `datasets` dataset with an image column, read as raw bytes.
 
     `data` is a local parquet/arrow file or glob, a folder saved with `save_to_disk`, an
-    imagefolder, or a hub name (downloaded into the datasets cache, so only with a network).
-    Streaming is not supported: a frozen, indexable input list is what makes runs resumable.
+    imagefolder, or a hub name. By default the dataset is prepared (a hub one downloaded into
+    the datasets cache); with `streaming: true` nothing is downloaded ahead: the listing
+    streams the rows once, and a shard's rows stream again when it is labeled (a cursor that
+    moves forward, so a shard costs one pass over its rows, not one per image).
     """
 
     kind = "hf"
     path_options = ("data",)
 
     def __init__(self, data: str, split: str = "train", image_column: str = "image",
-                 name: str | None = None):
+                 streaming: bool = False, name: str | None = None):
         super().__init__(name)
         self.data, self.split, self.image_column = data, split, image_column
+        self.streaming = streaming
         self._dataset = None
+        self._cursor = None
 
-    def __getstate__(self):
-        return {**self.__dict__, "_dataset": None}  # each worker reopens (memory-mapped: cheap)
+    def __getstate__(self):  # each worker reopens (memory-mapped, or its own stream)
+        return {**self.__dict__, "_dataset": None, "_cursor": None}
 
     def dataset(self):
         if self._dataset is None:
             import datasets
 
             path = Path(self.data)
-            if path.is_dir() and (path / "dataset_info.json").exists():
-                loaded = datasets.load_from_disk(str(path))
+            stream = {"streaming": True} if self.streaming else {}
+            if not remote.is_remote(self.data) and path.is_dir() and \
+                    (path / "dataset_info.json").exists():
+                loaded = datasets.load_from_disk(str(path))  # memory-mapped: nothing to stream
                 loaded = loaded[self.split] if isinstance(loaded, datasets.DatasetDict) else loaded
-            elif path.is_dir():
-                loaded = datasets.load_dataset("imagefolder", data_dir=str(path), split=self.split)
+            elif not remote.is_remote(self.data) and path.is_dir():
+                loaded = datasets.load_dataset("imagefolder", data_dir=str(path),
+                                               split=self.split, **stream)
             elif path.suffix in (".parquet", ".arrow") or "*" in path.name:
                 builder = "arrow" if path.suffix == ".arrow" else "parquet"
-                loaded = datasets.load_dataset(builder, data_files=str(path), split="train")
+                loaded = datasets.load_dataset(builder, data_files=self.data, split="train",
+                                               **stream)
             else:
-                loaded = datasets.load_dataset(self.data, split=self.split)
+                loaded = datasets.load_dataset(self.data, split=self.split, **stream)
             if self.image_column not in loaded.column_names:
                 raise ConfigError(f"source.image_column: {self.data} has no column "
                                   f"{self.image_column!r} (has {loaded.column_names})")
@@ -497,10 +507,49 @@ class HFSource(Source):
             yield SourceItem(str(index), as_text(shown), str(index))
 
     def read(self, locator: str) -> bytes:
-        cell = self.dataset()[int(locator)][self.image_column]
+        import datasets
+
+        if isinstance(self.dataset(), datasets.IterableDataset):
+            if self._cursor is None:
+                self._cursor = StreamCursor(lambda start: iter(self.dataset().skip(start)))
+            row = self._cursor.row(int(locator))
+        else:
+            row = self.dataset()[int(locator)]
+        cell = row[self.image_column]
         if cell.get("bytes"):
             return cell["bytes"]
         return read_bytes(cell["path"])
+
+
+class StreamCursor:
+    """Rows of a stream by index, for readers that go forward: a shard's rows in order, a
+    few decode threads ahead of or behind each other. Rows within `window` behind the
+    furthest read are kept; a read before them, or far ahead, restarts the stream there."""
+
+    def __init__(self, open_at, window: int = 256):
+        self.open_at, self.window = open_at, window
+        self.lock = threading.Lock()
+        self.rows: Iterator | None = None
+        self.next = 0
+        self.recent: OrderedDict[int, dict] = OrderedDict()
+        self.restarts = 0
+
+    def row(self, index: int) -> dict:
+        with self.lock:
+            if index in self.recent:
+                return self.recent[index]
+            if self.rows is None or index < self.next or index > self.next + self.window:
+                self.rows, self.next = self.open_at(index), index
+                self.restarts += 1
+            while self.next <= index:
+                row = next(self.rows, None)
+                if row is None:
+                    raise DecodeError(f"row {index} is past the end of the stream")
+                self.recent[self.next] = row
+                self.next += 1
+                while len(self.recent) > self.window:
+                    self.recent.popitem(last=False)
+            return self.recent[index]
 
 
 SOURCES: dict[str, type[Source]] = {
