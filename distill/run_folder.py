@@ -253,6 +253,9 @@ def refuse_unless_empty(folder: Path, flag: str = "--out") -> None:
         raise DistillError(f"{flag} {folder} is not empty: choose a new or empty folder")
 
 
+SHARD_GROUPS_KEY = b"distill.shard_size"  # inputs.parquet's rows per row group = per shard
+
+
 def write_inputs(out: Path, tables: Iterable[pa.Table], shard_size: int,
                  metadata: dict[bytes, bytes], check: Callable[[Path], None] | None = None) -> int:
     """inputs.parquet, streamed from `tables` (INPUT_SCHEMA) with one row group per shard
@@ -260,7 +263,7 @@ def write_inputs(out: Path, tables: Iterable[pa.Table], shard_size: int,
     table but the last must hold whole shards. `check(partial)` runs on the written file
     before it takes its name; whatever it raises leaves no file. Returns the row count."""
     rows = 0
-    schema = INPUT_SCHEMA.with_metadata(metadata)
+    schema = INPUT_SCHEMA.with_metadata({**metadata, SHARD_GROUPS_KEY: str(shard_size).encode()})
     with atomic_write(Path(out) / INPUTS_FILE) as partial:
         # Names are nearly all distinct: a dictionary would be built and thrown away, and
         # their min/max statistics would make a 10 k-shard footer slow to open.
@@ -288,6 +291,14 @@ def read_shard_inputs(out: Path, index: int, shard_size: int) -> pa.Table:
     except pa.ArrowInvalid as exc:
         raise _damaged(path, exc) from None
     start, end = index * shard_size, (index + 1) * shard_size
+    grouped = (inputs.schema_arrow.metadata or {}).get(SHARD_GROUPS_KEY)
+    if grouped == str(shard_size).encode():  # row group k is shard k (write_inputs)
+        if index >= inputs.metadata.num_row_groups:
+            return inputs.schema_arrow.empty_table()
+        try:
+            return inputs.read_row_group(index)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise _damaged(path, exc) from None
     wanted, first_row, row = [], None, 0
     for group in range(inputs.metadata.num_row_groups):
         rows = inputs.metadata.row_group(group).num_rows
