@@ -143,3 +143,12 @@ def test_labeling_from_a_bucket_killed_and_resumed_equals_labeling_the_folder(bu
     paths = run_folder.read_labels(out).column("path").to_pylist()
     assert all(path.startswith("s3://photos-bucket/photos/") for path in paths)
     assert not list((out / "shards").glob(".*partial"))
+
+
+def test_a_remote_output_folder_is_one_line_not_a_local_folder_named_s3():
+    from distill.config import LabelConfig, from_mapping
+    from distill.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="the run folder must be local"):
+        from_mapping(LabelConfig, {"source": {"kind": "folder", "root": "s3://b/photos"},
+                                   "out": "s3://b/run"})
