@@ -110,7 +110,7 @@ def test_folders_manifests_and_tar_shards_in_a_bucket_read_as_local_ones(bucket,
 def _label(source: str, out, *extra) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "distill.cli", "label", "--source", source,
                              "--out", str(out), "--teachers", "technical", "--shard-size", "2",
-                             "--batch-size", "2", "--no-progress", *extra],
+                             "--batch-size", "2", "--score-workers", "0", "--no-progress", *extra],
                             env=dict(os.environ, OMP_NUM_THREADS="1"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
