@@ -80,6 +80,9 @@ def read_object(url: str, max_bytes: int, offset: int | None = None,
         raise RemoteError("file not found (vanished or never existed)") from None
     except OSError as exc:
         raise RemoteError(f"unreadable: {type(exc).__name__}: {exc}") from None
+    if len(data) != size and len(data) == length and size < length:
+        raise RemoteError(f"the server ignores range requests (sent all {length} bytes for "
+                          f"{size}); serve the shards from one that honours them")
     if len(data) != size:
         raise RemoteError(f"changed while being read ({size} bytes, then {len(data)}): "
                           "still being written?")
