@@ -91,6 +91,9 @@ class LabelConfig:
             raise ConfigError("shard_size must be ≥ 1")
         if self.batch_size < 1:
             raise ConfigError("batch_size must be ≥ 1")
+        if "://" in str(self.out):  # Path() would make "s3://b/run" a local folder "s3:/b/run"
+            raise ConfigError(f"--out {self.out}: the run folder must be local (sources may be "
+                              "remote); label into a local folder, then copy it up")
         if self.score_workers is not None and self.score_workers < 0:
             raise ConfigError(f"score_workers must be ≥ 0 (0: score in this process), "
                               f"got {self.score_workers}")

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from distill import remote
 from distill.errors import DistillError
 from distill.names import as_text
 
@@ -272,7 +273,12 @@ def read_bytes(path: str | os.PathLike, *, follow_symlinks: bool = True,
     socket, a file over `max_bytes`, or a large sparse file (what a corrupt FAT entry looks
     like: gigabytes, nothing on disk) is refused before a byte is read. A file that grows
     while it is read is refused too. follow_symlinks=False refuses a symbolic link itself,
-    for callers that move or link the file rather than read it."""
+    for callers that move or link the file rather than read it.
+
+    A remote object (s3://, gs://, hf://, https://: `remote.REMOTE_PROTOCOLS`) is held to the
+    same rule through its info: a file, at most `max_bytes`, read at the length it declared."""
+    if remote.is_remote(path):
+        return read_remote(str(path), max_bytes=max_bytes)
     with open_regular(path, follow_symlinks=follow_symlinks, max_bytes=max_bytes) as handle:
         size = os.fstat(handle.fileno()).st_size
         try:
@@ -283,6 +289,15 @@ def read_bytes(path: str | os.PathLike, *, follow_symlinks: bool = True,
         raise DecodeError(f"changed while being read ({size} bytes, then {len(data)}"
                           "): still being written?")
     return data
+
+
+def read_remote(url: str, *, max_bytes: int = MAX_FILE_BYTES, offset: int | None = None,
+                size: int | None = None) -> bytes:
+    """A remote object's bytes (or `size` of them from `offset`), or a DecodeError why not."""
+    try:
+        return remote.read_object(url, max_bytes, offset, size)
+    except remote.RemoteError as exc:
+        raise DecodeError(str(exc)) from None
 
 
 def read_input(path: str | os.PathLike, what: str, *, max_bytes: int = MAX_FILE_BYTES) -> bytes:

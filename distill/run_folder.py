@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -47,13 +48,37 @@ DEDUP_SUMMARY = "dedup_summary.json"
 DEDUP_PAIRS = "dedup_pairs.parquet"
 IDENTITY_COLUMNS = ("image_id", "source", "path", "sha1", "width", "height")
 FUSED_COLUMNS = ("quality", "keep_prob", "label", "tier", "confidence")
+INPUT_SCHEMA = pa.schema([("image_id", pa.string()), ("key", pa.string()), ("path", pa.string()),
+                          ("locator", pa.string()), ("refused", pa.string())])
 ERROR_SCHEMA = pa.schema([("image_id", pa.string()), ("source", pa.string()), ("path", pa.string()),
                           ("stage", pa.string()), ("reason", pa.string()), ("shard", pa.int32())])
 
 
 def image_id(source_name: str, key: str) -> str:
-    """An input's id: stable for the same source and key, on every machine."""
-    return hashlib.sha1(f"{source_name}:{key}".encode()).hexdigest()[:16]
+    """An input's id: stable for the same source and key, on every machine: the first
+    `ID_BYTES` of sha1("source:key"), in hex."""
+    return hashlib.sha1(f"{source_name}:{key}".encode()).digest()[:ID_BYTES].hex()
+
+
+def image_id_bytes(source_name: str, keys: list[str]) -> np.ndarray:
+    """The `image_id` of many keys as an (n, ID_BYTES) uint8 array: one sha1 call a key and
+    nothing else in Python (10 M keys are listed in one such loop)."""
+    prefix = f"{source_name}:".encode()
+    digests = b"".join([hashlib.sha1(prefix + key.encode()).digest() for key in keys])
+    return np.frombuffer(digests, np.uint8).reshape(-1, 20)[:, :ID_BYTES]
+
+
+def image_id_texts(ids: np.ndarray) -> pa.Array:
+    """`image_id_bytes` as the hex strings `image_id` spells, built in numpy."""
+    chars = _HEX_DIGITS[ids].reshape(-1)
+    offsets = np.arange(0, chars.size + 1, 2 * ID_BYTES, dtype=np.int32)
+    return pa.Array.from_buffers(pa.string(), len(ids), [None, pa.py_buffer(offsets),
+                                                          pa.py_buffer(chars)])
+
+
+ID_BYTES = 8
+_HEX_DIGITS = np.frombuffer("".join(f"{i:02x}" for i in range(256)).encode(),
+                            np.uint8).reshape(256, 2)
 
 
 def shard_name(kind: str, index: int, suffix: str = "parquet") -> str:
@@ -229,10 +254,68 @@ def refuse_unless_empty(folder: Path, flag: str = "--out") -> None:
         raise DistillError(f"{flag} {folder} is not empty: choose a new or empty folder")
 
 
+SHARD_GROUPS_KEY = b"distill.shard_size"  # inputs.parquet's rows per row group = per shard
+
+
+def write_inputs(out: Path, tables: Iterable[pa.Table], shard_size: int,
+                 metadata: dict[bytes, bytes], check: Callable[[Path], None] | None = None) -> int:
+    """inputs.parquet, streamed from `tables` (INPUT_SCHEMA) with one row group per shard
+    (`shard_size` rows), so that a worker reads its shard alone (`read_shard_inputs`); every
+    table but the last must hold whole shards. `check(partial)` runs on the written file
+    before it takes its name; whatever it raises leaves no file. Returns the row count."""
+    rows = 0
+    schema = INPUT_SCHEMA.with_metadata({**metadata, SHARD_GROUPS_KEY: str(shard_size).encode()})
+    with atomic_write(Path(out) / INPUTS_FILE) as partial:
+        # Names are nearly all distinct: a dictionary would be built and thrown away, and
+        # their min/max statistics would make a 10 k-shard footer slow to open.
+        with pq.ParquetWriter(partial, schema, use_dictionary=["refused"],
+                              write_statistics=False) as writer:
+            for table in tables:
+                if rows % shard_size:
+                    raise ValueError(f"inputs: a table after a part-shard, at row {rows}")
+                writer.write_table(table.cast(schema), row_group_size=shard_size)
+                rows += table.num_rows
+        if check is not None:
+            check(partial)
+    return rows
+
+
 def read_shard_inputs(out: Path, index: int, shard_size: int) -> pa.Table:
-    """Shard `index`'s slice of inputs.parquet: rows [index * shard_size, (index + 1) * shard_size)."""
-    table = read_parquet(Path(out) / INPUTS_FILE)
-    return table.slice(index * shard_size, shard_size)
+    """Shard `index`'s slice of inputs.parquet: rows [index * shard_size, (index + 1) * shard_size).
+
+    Only the row groups that hold those rows are read: one, in a run whose inputs.parquet
+    has a row group per shard (`write_inputs`); a few, in one written before with another
+    grouping."""
+    path = Path(out) / INPUTS_FILE
+    try:
+        inputs = pq.ParquetFile(path)
+    except pa.ArrowInvalid as exc:
+        raise _damaged(path, exc) from None
+    start, end = index * shard_size, (index + 1) * shard_size
+    grouped = (inputs.schema_arrow.metadata or {}).get(SHARD_GROUPS_KEY)
+    if grouped == str(shard_size).encode():  # row group k is shard k (write_inputs)
+        if index >= inputs.metadata.num_row_groups:
+            return inputs.schema_arrow.empty_table()
+        try:
+            return inputs.read_row_group(index)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise _damaged(path, exc) from None
+    wanted, first_row, row = [], None, 0
+    for group in range(inputs.metadata.num_row_groups):
+        rows = inputs.metadata.row_group(group).num_rows
+        if row + rows > start and row < end:
+            wanted.append(group)
+            first_row = row if first_row is None else first_row
+        row += rows
+        if row >= end:
+            break
+    if not wanted:
+        return inputs.schema_arrow.empty_table()
+    try:
+        table = inputs.read_row_groups(wanted)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise _damaged(path, exc) from None
+    return table.slice(start - first_row, shard_size)
 
 
 def read_locators(out: Path) -> dict[str, str]:

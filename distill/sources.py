@@ -8,26 +8,36 @@ workers can read with them.
 | kind        | input                                                          | key             |
 |-------------|----------------------------------------------------------------|-----------------|
 | folder      | a folder, recursively, by image extension                      | relative path   |
-| filelist    | .txt (a path per line), .csv or .parquet with a `path` column   | the path        |
+| filelist    | a manifest: .txt (a path per line), .csv or .parquet with a     | the path        |
+|             | `path` (or `url`) column; read in batches, never as one list    |                 |
 | coco        | an instances_*.json `images` list + its image folder           | COCO image id   |
 | imagenet    | ILSVRC `train/<wnid>/*.JPEG` class folders, or the flat val one | relative path   |
 | webdataset  | img2dataset tar shards: `key.jpg` (+ `key.json`)               | tar/key         |
 | hf          | datasets: local parquet/arrow/imagefolder, or a hub name        | row index       |
+|             | (`streaming: true`: rows stream, nothing is downloaded ahead)   |                 |
+
+Folders, manifests, manifest entries and tar shards may be remote (s3://, gs://, hf://,
+https://: `distill.remote`, through fsspec); a remote object is read under the same rule as a
+local file (a file, of sane size), and a tar member by a range read of its offset and size.
 """
 
 from __future__ import annotations
 
-import csv
 import glob
 import importlib.util
-import io
 import json
 import os
+import posixpath
 import tarfile
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
+
+from distill import remote
 from distill.decode import (
     IMAGE_EXTENSIONS,
     MAX_FILE_BYTES,
@@ -35,6 +45,7 @@ from distill.decode import (
     open_regular,
     read_bytes,
     read_input,
+    read_remote,
 )
 from distill.errors import ConfigError
 from distill.names import as_path, as_text
@@ -53,6 +64,16 @@ class SourceItem:
         return cls(row["key"], row["path"], row["locator"], row.get("refused"))
 
 
+ITEM_SCHEMA = pa.schema([("key", pa.string()), ("path", pa.string()), ("locator", pa.string()),
+                         ("refused", pa.string())])
+BATCH_ROWS = 65536
+
+
+def item_table(items: list[SourceItem]) -> pa.Table:
+    return pa.table([[i.key for i in items], [i.path for i in items],
+                     [i.locator for i in items], [i.refused for i in items]], schema=ITEM_SCHEMA)
+
+
 class Source:
     kind = "source"
     path_options: tuple[str, ...] = ()  # options naming local files, made absolute
@@ -62,6 +83,19 @@ class Source:
 
     def items(self) -> Iterator[SourceItem]:
         raise NotImplementedError
+
+    def batches(self, rows: int = BATCH_ROWS) -> Iterator[pa.Table]:
+        """The items as tables of `ITEM_SCHEMA`, at most `rows` each, in `items` order: what
+        the labeler freezes, without a list of every item (a manifest source builds them in
+        Arrow, without a Python object per item)."""
+        chunk: list[SourceItem] = []
+        for item in self.items():
+            chunk.append(item)
+            if len(chunk) == rows:
+                yield item_table(chunk)
+                chunk = []
+        if chunk:
+            yield item_table(chunk)
 
     def read(self, locator: str) -> bytes:
         return read_bytes(as_path(locator))
@@ -90,18 +124,31 @@ class FolderSource(Source):
 
     def __init__(self, root: str, name: str | None = None):
         super().__init__(name)
+        if remote.is_remote(root):
+            self.root = root.rstrip("/")
+            return
         self.root = Path(root).expanduser().resolve()
         if not self.root.is_dir():
             raise ConfigError(f"source.root: {as_text(self.root)} is not a folder")
 
     def items(self):
+        if isinstance(self.root, str):  # a remote prefix: its objects, named like images
+            try:
+                urls = remote.find_files(self.root, IMAGE_EXTENSIONS)
+            except remote.RemoteError as exc:
+                raise ConfigError(f"source.root: {exc}") from None
+            for url in urls:
+                yield SourceItem(url[len(self.root) + 1:], url, url)
+            return
         for path in _image_files(self.root):
             yield SourceItem(as_text(path.relative_to(self.root)), as_text(path), as_text(path))
 
 
 class FileListSource(Source):
-    """Paths listed in a file, each resolved against `root` (default: the list's folder)
-    and read only if it lies inside it."""
+    """A manifest: paths (or URLs) listed in a file, each relative one resolved against `root`
+    (default: the list's folder) and read only if it lies inside it. A parquet or CSV
+    manifest is read in batches by Arrow, so a 10 M-row one never becomes a Python list; its
+    column is `column`, else `url` when it has no `path` (img2dataset's manifests)."""
 
     kind = "filelist"
     path_options = ("file", "root")
@@ -109,41 +156,155 @@ class FileListSource(Source):
     def __init__(self, file: str, column: str = "path", root: str | None = None,
                  name: str | None = None):
         super().__init__(name)
-        self.file, self.column = Path(file).expanduser().resolve(), column
-        self.root = Path(root).expanduser().resolve() if root else self.file.parent
-        if not self.root.is_dir():
+        self.column = column
+        self.file = file if remote.is_remote(file) else Path(file).expanduser().resolve()
+        if root and remote.is_remote(root):
+            self.root = root.rstrip("/")
+        elif root:
+            self.root = Path(root).expanduser().resolve()
+        else:
+            self.root = (remote.parent(self.file) if isinstance(self.file, str)
+                         else self.file.parent)
+        if isinstance(self.root, Path) and not self.root.is_dir():
             raise ConfigError(f"source.root: {as_text(self.root)} is not a folder")
-
-    def _paths(self) -> list[str]:
-        suffix = self.file.suffix.lower()
+        suffix = posixpath.splitext(str(self.file))[1].lower()
         if suffix not in (".txt", ".csv", ".parquet"):
             raise ConfigError(f"source.file: {as_text(self.file)} must be .txt, .csv or .parquet")
-        data = read_input(self.file, "source.file")
-        if suffix == ".parquet":
-            import pyarrow as pa
-            import pyarrow.parquet as pq
+        self.suffix = suffix
 
-            try:
-                column = pq.read_table(pa.BufferReader(data), columns=[self.column]).column(0)
-            except (pa.ArrowException, KeyError) as exc:
-                raise ConfigError(f"source.file: {as_text(self.file)} has no readable column "
-                                  f"{self.column!r} ({type(exc).__name__})") from None
-            return [str(p) for p in column.to_pylist() if p is not None]
-        text = data.decode("utf-8", "surrogateescape")  # names from an old system stay bytes
-        if suffix == ".txt":
-            return [line.strip() for line in text.splitlines() if line.strip()]
-        rows = list(csv.DictReader(io.StringIO(text, newline="")))
-        if rows and self.column not in rows[0]:
-            raise ConfigError(f"source.column: {as_text(self.file)} has no column {self.column!r}")
-        return [row[self.column] for row in rows if row[self.column]]
+    def _open(self):
+        """The manifest as a binary file read in parts, under the read rule (no size cap:
+        it is streamed, not held)."""
+        try:
+            if isinstance(self.file, str):
+                return remote.open_object(self.file)
+            return open_regular(self.file, max_bytes=None)
+        except (DecodeError, remote.RemoteError) as exc:
+            raise ConfigError(f"source.file {as_text(self.file)}: {exc}") from None
+
+    def _entries(self) -> Iterator[pa.Array]:
+        """The listed names, as text (`names.as_text`), in batches; empty ones left out."""
+        if self.suffix == ".txt":
+            text = self._whole().decode("utf-8", "surrogateescape")  # old systems' bytes stay
+            lines = [as_text(line.strip()) for line in text.splitlines() if line.strip()]
+            for start in range(0, len(lines), BATCH_ROWS):
+                yield pa.array(lines[start:start + BATCH_ROWS], pa.string())
+            return
+        with self._open() as handle:
+            batches = self._parquet(handle) if self.suffix == ".parquet" else self._csv(handle)
+            for names in batches:
+                yield _as_text_array(names)
+
+    def _whole(self) -> bytes:
+        if isinstance(self.file, str):
+            return read_remote(self.file)
+        return read_input(self.file, "source.file")
+
+    def _parquet(self, handle) -> Iterator[pa.Array]:
+        import pyarrow.parquet as pq
+
+        try:
+            manifest = pq.ParquetFile(handle)
+            column = self._column(manifest.schema_arrow.names)
+            for batch in manifest.iter_batches(batch_size=BATCH_ROWS, columns=[column]):
+                yield batch.column(0).drop_null()
+        except (pa.ArrowException, OSError) as exc:
+            raise ConfigError(f"source.file: {as_text(self.file)} is not a readable parquet "
+                              f"manifest ({type(exc).__name__}: {exc})") from None
+
+    def _csv(self, handle) -> Iterator[pa.Array]:
+        import pyarrow.csv as pacsv
+
+        try:
+            header = pacsv.open_csv(handle, read_options=pacsv.ReadOptions(block_size=1 << 16))
+            column = self._column(header.schema.names)
+            handle.seek(0)
+            reader = pacsv.open_csv(handle, read_options=pacsv.ReadOptions(block_size=16 << 20),
+                                    convert_options=pacsv.ConvertOptions(
+                                        include_columns=[column],
+                                        column_types={column: pa.binary()},
+                                        strings_can_be_null=False))
+            for batch in reader:
+                yield batch.column(0)
+        except (pa.ArrowException, OSError) as exc:
+            raise ConfigError(f"source.file: {as_text(self.file)} is not a readable CSV "
+                              f"manifest ({type(exc).__name__}: {exc})") from None
+
+    def _column(self, names: list[str]) -> str:
+        if self.column in names:
+            return self.column
+        if self.column == "path" and "url" in names:
+            return "url"
+        raise ConfigError(f"source.column: {as_text(self.file)} has no column {self.column!r}")
+
+    def batches(self, rows: int = BATCH_ROWS):
+        import pyarrow.compute as pc
+
+        root = self.root if isinstance(self.root, str) else as_text(self.root)
+        pending: list[pa.Array] = []
+        for names in self._entries():
+            names = names.filter(pc.not_equal(pc.utf8_length(names), 0))
+            # What os.path.join does: an absolute name (or a URL) stays, the rest go under root
+            kept = pc.match_substring_regex(names, _REMOTE_URL)
+            if isinstance(self.root, Path):
+                kept = pc.or_(kept, pc.starts_with(names, "/"))
+            joined = pc.binary_join_element_wise(root, names, "/")
+            paths = pc.if_else(kept, names, joined)
+            pending.append(pa.table([names, paths, paths, pa.nulls(len(names), pa.string())],
+                                    schema=ITEM_SCHEMA))
+            if sum(t.num_rows for t in pending) >= rows:
+                yield from _rechunk(pending, rows)
+        yield from _rechunk(pending, rows, final=True)
 
     def items(self):
-        for entry in self._paths():
-            path = as_text(os.path.join(self.root, entry))
-            yield SourceItem(as_text(entry), path, path)
+        for table in self.batches():
+            for row in table.to_pylist():
+                yield SourceItem.from_row(row)
 
     def read(self, locator: str) -> bytes:
+        if remote.is_remote(locator):
+            if isinstance(self.root, str) and locator.startswith(self.root + "/") and \
+                    remote.join(self.root, locator[len(self.root) + 1:]) is None:
+                raise DecodeError(f"outside the source root {self.root}")
+            return read_bytes(locator)
+        if isinstance(self.root, str):
+            raise DecodeError(f"a local name in a manifest of remote objects ({self.root})")
         return read_bytes(inside(self.root, locator))
+
+
+_REMOTE_URL = "^(?i)(" + "|".join(remote.REMOTE_PROTOCOLS) + ")://"
+
+
+def _as_text_array(names: pa.Array) -> pa.Array:
+    """`names.as_text` over an Arrow column of names: UTF-8 ones in Arrow (a backslash
+    doubled), the rest (bytes from an old system) one by one."""
+    import pyarrow.compute as pc
+
+    if pa.types.is_binary(names.type) or pa.types.is_large_binary(names.type):
+        try:
+            names = names.cast(pa.string())
+        except pa.ArrowInvalid:  # not UTF-8
+            return pa.array([as_text(name) for name in names.to_pylist()], pa.string())
+    names = names.cast(pa.string())
+    return pc.replace_substring(names, "\\", "\\\\")
+
+
+def _rechunk(tables: list[pa.Table], rows: int, final: bool = False) -> Iterator[pa.Table]:
+    """Tables of exactly `rows` rows cut from the front of `tables` (consumed in place); the
+    remainder stays, or (final) comes last."""
+    table = pa.concat_tables(tables) if tables else None
+    tables.clear()
+    if table is None:
+        return
+    start = 0
+    while table.num_rows - start >= rows:
+        yield table.slice(start, rows)
+        start += rows
+    if start < table.num_rows:
+        if final:
+            yield table.slice(start)
+        else:
+            tables.append(table.slice(start))
 
 
 class CocoSource(Source):
@@ -197,7 +358,8 @@ class ImageNetSource(FolderSource):
 class WebDatasetSource(Source):
     """img2dataset output: tar shards holding `key.jpg` (+ `key.json`, `key.txt`).
 
-    Members are indexed once (name, offset, size), so workers read an image with one seek.
+    Members are indexed once (name, offset, size), so workers read an image with one seek
+    (on remote storage: one range read).
     A shard is read in place, never extracted; a member named like an image that is not a
     regular file (a link, a device) or whose name leaves the archive's folder is that
     input's error row. A truncated shard is refused whole: its input list would change.
@@ -208,9 +370,12 @@ class WebDatasetSource(Source):
 
     def __init__(self, shards: str, name: str | None = None):
         super().__init__(name)
-        pattern = Path(shards).expanduser().resolve()
-        self.tars = sorted(pattern.parent.glob(pattern.name)) if "*" in pattern.name else (
-            sorted(pattern.glob("*.tar")) if pattern.is_dir() else [pattern])
+        if remote.is_remote(shards):
+            self.tars = _remote_tars(shards)
+        else:
+            pattern = Path(shards).expanduser().resolve()
+            self.tars = sorted(pattern.parent.glob(pattern.name)) if "*" in pattern.name else (
+                sorted(pattern.glob("*.tar")) if pattern.is_dir() else [pattern])
         if not self.tars:
             raise ConfigError(f"source.shards: no .tar files match {shards}")
 
@@ -218,15 +383,17 @@ class WebDatasetSource(Source):
         for tar_path in self.tars:
             yield from self._members(tar_path)
 
-    def _members(self, tar_path: Path) -> list[SourceItem]:
+    def _members(self, tar_path: Path | str) -> list[SourceItem]:
         where = f"source.shards: {as_text(tar_path)}"
         try:
-            handle = open_regular(tar_path, max_bytes=None)
-        except DecodeError as exc:
+            handle = (remote.open_object(tar_path) if isinstance(tar_path, str)
+                      else open_regular(tar_path, max_bytes=None))
+        except (DecodeError, remote.RemoteError) as exc:
             raise ConfigError(f"{where}: {exc}") from None
         found: list[SourceItem] = []
+        stem = posixpath.splitext(posixpath.basename(str(tar_path)))[0]
         with handle:
-            size = os.fstat(handle.fileno()).st_size
+            size = handle.size if isinstance(tar_path, str) else os.fstat(handle.fileno()).st_size
             try:
                 with tarfile.open(fileobj=handle, mode="r:") as archive:
                     for member in archive:
@@ -234,7 +401,7 @@ class WebDatasetSource(Source):
                             continue
                         if member.offset_data + member.size > size:
                             raise tarfile.ReadError(f"{member.name} ends past the end of the file")
-                        key = f"{tar_path.stem}/{Path(member.name).stem}"
+                        key = f"{stem}/{Path(member.name).stem}"
                         locator = f"{as_text(tar_path)}::{member.offset_data}::{member.size}"
                         found.append(SourceItem(as_text(key), as_text(f"{tar_path}::{member.name}"),
                                                 locator, _refused_member(member)))
@@ -246,6 +413,8 @@ class WebDatasetSource(Source):
 
     def read(self, locator: str) -> bytes:
         tar_path, offset, size = locator.rsplit("::", 2)
+        if remote.is_remote(tar_path):
+            return read_remote(tar_path, offset=int(offset), size=int(size))
         if int(size) > MAX_FILE_BYTES:
             raise DecodeError(f"too large: {size} bytes > {MAX_FILE_BYTES} (max_bytes)")
         with open_regular(as_path(tar_path), max_bytes=None) as handle:
@@ -254,6 +423,19 @@ class WebDatasetSource(Source):
         if len(data) != int(size):
             raise DecodeError(f"truncated tar member: {len(data)} of {size} bytes")
         return data
+
+
+def _remote_tars(shards: str) -> list[str]:
+    """The tar shards a remote folder, glob or object names."""
+    try:
+        if "*" in shards:
+            fs, path = remote.filesystem(shards)
+            return sorted(fs.unstrip_protocol(name) for name in fs.glob(path))
+        if shards.lower().endswith(".tar"):
+            return [shards]
+        return remote.find_files(shards, (".tar",))
+    except (remote.RemoteError, OSError) as exc:
+        raise ConfigError(f"source.shards: {exc}") from None
 
 
 def _refused_member(member: tarfile.TarInfo) -> str | None:
@@ -273,37 +455,45 @@ class HFSource(Source):
     """A Hugging Face `datasets` dataset with an image column, read as raw bytes.
 
     `data` is a local parquet/arrow file or glob, a folder saved with `save_to_disk`, an
-    imagefolder, or a hub name (downloaded into the datasets cache, so only with a network).
-    Streaming is not supported: a frozen, indexable input list is what makes runs resumable.
+    imagefolder, or a hub name. By default the dataset is prepared (a hub one downloaded into
+    the datasets cache); with `streaming: true` nothing is downloaded ahead: the listing
+    streams the rows once, and a shard's rows stream again when it is labeled (a cursor that
+    moves forward, so a shard costs one pass over its rows, not one per image).
     """
 
     kind = "hf"
     path_options = ("data",)
 
     def __init__(self, data: str, split: str = "train", image_column: str = "image",
-                 name: str | None = None):
+                 streaming: bool = False, name: str | None = None):
         super().__init__(name)
         self.data, self.split, self.image_column = data, split, image_column
+        self.streaming = streaming
         self._dataset = None
+        self._cursor = None
 
-    def __getstate__(self):
-        return {**self.__dict__, "_dataset": None}  # each worker reopens (memory-mapped: cheap)
+    def __getstate__(self):  # each worker reopens (memory-mapped, or its own stream)
+        return {**self.__dict__, "_dataset": None, "_cursor": None}
 
     def dataset(self):
         if self._dataset is None:
             import datasets
 
             path = Path(self.data)
-            if path.is_dir() and (path / "dataset_info.json").exists():
-                loaded = datasets.load_from_disk(str(path))
+            stream = {"streaming": True} if self.streaming else {}
+            if not remote.is_remote(self.data) and path.is_dir() and \
+                    (path / "dataset_info.json").exists():
+                loaded = datasets.load_from_disk(str(path))  # memory-mapped: nothing to stream
                 loaded = loaded[self.split] if isinstance(loaded, datasets.DatasetDict) else loaded
-            elif path.is_dir():
-                loaded = datasets.load_dataset("imagefolder", data_dir=str(path), split=self.split)
+            elif not remote.is_remote(self.data) and path.is_dir():
+                loaded = datasets.load_dataset("imagefolder", data_dir=str(path),
+                                               split=self.split, **stream)
             elif path.suffix in (".parquet", ".arrow") or "*" in path.name:
                 builder = "arrow" if path.suffix == ".arrow" else "parquet"
-                loaded = datasets.load_dataset(builder, data_files=str(path), split="train")
+                loaded = datasets.load_dataset(builder, data_files=self.data, split="train",
+                                               **stream)
             else:
-                loaded = datasets.load_dataset(self.data, split=self.split)
+                loaded = datasets.load_dataset(self.data, split=self.split, **stream)
             if self.image_column not in loaded.column_names:
                 raise ConfigError(f"source.image_column: {self.data} has no column "
                                   f"{self.image_column!r} (has {loaded.column_names})")
@@ -317,10 +507,49 @@ class HFSource(Source):
             yield SourceItem(str(index), as_text(shown), str(index))
 
     def read(self, locator: str) -> bytes:
-        cell = self.dataset()[int(locator)][self.image_column]
+        import datasets
+
+        if isinstance(self.dataset(), datasets.IterableDataset):
+            if self._cursor is None:
+                self._cursor = StreamCursor(lambda start: iter(self.dataset().skip(start)))
+            row = self._cursor.row(int(locator))
+        else:
+            row = self.dataset()[int(locator)]
+        cell = row[self.image_column]
         if cell.get("bytes"):
             return cell["bytes"]
         return read_bytes(cell["path"])
+
+
+class StreamCursor:
+    """Rows of a stream by index, for readers that go forward: a shard's rows in order, a
+    few decode threads ahead of or behind each other. Rows within `window` behind the
+    furthest read are kept; a read before them, or far ahead, restarts the stream there."""
+
+    def __init__(self, open_at, window: int = 256):
+        self.open_at, self.window = open_at, window
+        self.lock = threading.Lock()
+        self.rows: Iterator | None = None
+        self.next = 0
+        self.recent: OrderedDict[int, dict] = OrderedDict()
+        self.restarts = 0
+
+    def row(self, index: int) -> dict:
+        with self.lock:
+            if index in self.recent:
+                return self.recent[index]
+            if self.rows is None or index < self.next or index > self.next + self.window:
+                self.rows, self.next = self.open_at(index), index
+                self.restarts += 1
+            while self.next <= index:
+                row = next(self.rows, None)
+                if row is None:
+                    raise DecodeError(f"row {index} is past the end of the stream")
+                self.recent[self.next] = row
+                self.next += 1
+                while len(self.recent) > self.window:
+                    self.recent.popitem(last=False)
+            return self.recent[index]
 
 
 SOURCES: dict[str, type[Source]] = {
@@ -348,7 +577,7 @@ def absolute_source(config: dict) -> dict:
     absolute = dict(config)
     for key in kind.path_options if kind else ():
         value = absolute.get(key)
-        if isinstance(value, str) and value:
+        if isinstance(value, str) and value and not remote.is_remote(value):
             local = os.path.expanduser(value)
             if key != "data" or os.path.exists(local) or glob.glob(local):
                 absolute[key] = os.path.abspath(local)
@@ -356,9 +585,13 @@ def absolute_source(config: dict) -> dict:
 
 
 def guess_source(path: str) -> dict:
-    """The source config for a bare `--source PATH`, its path absolute."""
+    """The source config for a bare `--source PATH` (or URL), its path absolute."""
+    if remote.is_remote(path):
+        return _guess_remote(path)
     path = os.path.abspath(os.path.expanduser(path))
     target = Path(path)
+    if target.suffix.lower() == ".parquet" and _is_manifest(path):
+        return {"kind": "filelist", "file": path}
     if target.is_dir():
         if any(target.glob("*.tar")):
             return {"kind": "webdataset", "shards": str(target)}
@@ -372,6 +605,34 @@ def guess_source(path: str) -> dict:
     if target.suffix.lower() == ".json":
         raise ConfigError("a COCO source needs a config: {kind: coco, annotations: ..., images: ...}")
     raise ConfigError(f"--source {path}: not a folder, file list, parquet or tar shard")
+
+
+def _is_manifest(parquet: str) -> bool:
+    """A parquet of names (a `path` or `url` column, no `image`) rather than of images."""
+    import pyarrow.parquet as pq
+
+    try:
+        with (remote.open_object(parquet) if remote.is_remote(parquet)
+              else open_regular(parquet, max_bytes=None)) as handle:
+            names = pq.ParquetFile(handle).schema_arrow.names
+    except (DecodeError, remote.RemoteError, pa.ArrowException, OSError):
+        return False  # the hf source reports what is wrong with it
+    return "image" not in names and bool({"path", "url"} & set(names))
+
+
+def _guess_remote(url: str) -> dict:
+    suffix = posixpath.splitext(url.rstrip("/"))[1].lower()
+    if suffix in (".txt", ".csv") or (suffix == ".parquet" and _is_manifest(url)):
+        return {"kind": "filelist", "file": url}
+    if suffix == ".parquet":
+        return {"kind": "hf", "data": url, "streaming": True}
+    if suffix == ".tar" or "*" in url:
+        return {"kind": "webdataset", "shards": url}
+    try:
+        tars = remote.find_files(url, (".tar",))
+    except remote.RemoteError as exc:
+        raise ConfigError(f"--source {url}: {exc}") from None
+    return {"kind": "webdataset", "shards": url} if tars else {"kind": "folder", "root": url}
 
 
 def _package_dir(module: str) -> Path | None:

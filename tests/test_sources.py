@@ -109,6 +109,31 @@ def test_huggingface_parquet_arrow_and_imagefolder(tmp_path, jpegs):
         assert sorted(read.values()) == sorted(jpegs.values()), config
 
 
+def test_huggingface_streaming_reads_rows_in_any_order_without_preparing_a_copy(
+        tmp_path, jpegs, monkeypatch):
+    """A streamed dataset (a local parquet stands in for the hub) lists and reads what the
+    prepared one does, writes no Arrow copy into the datasets cache, and threads reading a
+    shard a little out of order restart the stream only when they go back past its window."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    names = sorted(jpegs) * 3  # 15 rows
+    dataset = datasets.Dataset.from_dict(
+        {"image": [{"bytes": jpegs[n], "path": f"{n}.jpg"} for n in names]},
+        features=datasets.Features({"image": datasets.Image()}))
+    dataset.to_parquet(tmp_path / "data.parquet")
+    streamed = create_source({"kind": "hf", "data": str(tmp_path / "data.parquet"),
+                              "streaming": True})
+    items = list(streamed.items())
+    assert [i.key for i in items] == [str(i) for i in range(len(names))]
+    with ThreadPoolExecutor(3) as pool:
+        read = list(pool.map(lambda item: streamed.read(item.locator), items))
+    assert read == [jpegs[n] for n in names]
+    assert streamed.read("2") == jpegs[names[2]]  # kept in the window: no restart
+    assert streamed._cursor.restarts <= 2, f"{streamed._cursor.restarts} restarts for a pass"
+    assert not list((tmp_path / "cache").rglob("*.arrow"))
+
+
 def test_shipped_label_configs_parse(tmp_path):
     from pathlib import Path
 

@@ -12,19 +12,49 @@ from distill.config import from_mapping, load_yaml
 
 
 def fuse_run(out: Path, fusion: scoring.FusionConfig) -> pa.Table:
-    """Recompute norm_* and the fused columns of every shard from its stored raw scores."""
+    """Recompute norm_* and the fused columns of every shard from its stored raw scores;
+    returns image_id and the fused columns of every row, in shard order.
+
+    Reference normalisation is a function of one row, so each shard is fused alone and only
+    one is held at a time (10 M rows are 10 k shards read, fused and written one by one);
+    rank normalisation and `keep_top_percent` rank a row among the whole run, the one case
+    that reads every shard at once."""
     files = run_folder.label_files(out)
-    tables = [run_folder.read_parquet(f) for f in files]
-    nonempty = [t for t in tables if t.num_rows]
-    if not nonempty:
-        return pa.table({"tier": pa.array([], pa.int8()), "label": pa.array([], pa.string())})
-    fused = scoring.apply(pa.concat_tables(nonempty, promote_options="default"), fusion)
-    offset = 0
-    for path, table in zip(files, tables):
-        if table.num_rows:
-            run_folder.write_table(path, fused.slice(offset, table.num_rows))
-            offset += table.num_rows
-    return fused
+    if fusion.normalisation == "reference" and fusion.keep_top_percent is None:
+        summaries = [_fuse_shard(path, fusion) for path in files]
+    else:
+        tables = [run_folder.read_parquet(f) for f in files]
+        nonempty = [t for t in tables if t.num_rows]
+        fused = (scoring.apply(pa.concat_tables(nonempty, promote_options="default"), fusion)
+                 if nonempty else None)
+        summaries, offset = [], 0
+        for path, table in zip(files, tables):
+            if table.num_rows:
+                shard = fused.slice(offset, table.num_rows)
+                run_folder.write_table(path, shard)
+                summaries.append(_summary(shard))
+                offset += table.num_rows
+    summaries = [table for table in summaries if table is not None]
+    if not summaries:
+        return pa.table({"image_id": pa.array([], pa.string()), "tier": pa.array([], pa.int8()),
+                         "label": pa.array([], pa.string())})
+    return pa.concat_tables(summaries, promote_options="default")
+
+
+_SUMMARY_COLUMNS = ["image_id", *run_folder.FUSED_COLUMNS]
+
+
+def _fuse_shard(path: Path, fusion: scoring.FusionConfig) -> pa.Table | None:
+    table = run_folder.read_parquet(path)
+    if not table.num_rows:
+        return None
+    fused = scoring.apply(table, fusion)
+    run_folder.write_table(path, fused)
+    return _summary(fused)
+
+
+def _summary(fused: pa.Table) -> pa.Table:
+    return fused.select([c for c in _SUMMARY_COLUMNS if c in fused.column_names])
 
 
 def apply_fusion(labels_dir: str | Path, fusion: scoring.FusionConfig) -> pa.Table:

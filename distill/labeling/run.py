@@ -8,7 +8,6 @@ atomically, then (rank 0) fuse.
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import json
 import os
@@ -25,10 +24,10 @@ from tqdm import tqdm
 from distill import __version__, run_folder, safefs
 from distill.config import LabelConfig, from_mapping, load_yaml, to_dict
 from distill.errors import ConfigError
+from distill.labeling import inputs as input_list
 from distill.labeling.fusion import fuse_run
 from distill.labeling.shards import label_shard, write_result
 from distill.labeling.workers import score_shards, start_early
-from distill.run_folder import image_id
 from distill.scoring import expand_teacher_sets
 from distill.sources import Source, absolute_source, create_source, guess_source
 from teachers import Teacher, create_teachers
@@ -90,47 +89,11 @@ def check_resume(out: Path, config: LabelConfig, device: str = "cpu") -> None:
 
 
 def freeze_inputs(out: Path, source: Source, source_config: dict, progress: bool = False) -> pa.Table:
-    """Enumerate once and keep the list: resumes and other ranks see exactly these inputs."""
-    path = out / run_folder.INPUTS_FILE
-    fingerprint = _fingerprint(source_config)
-    if path.exists():
-        table = run_folder.read_parquet(path)
-        if not _same_source((table.schema.metadata or {}).get(b"source"), fingerprint):
-            raise ConfigError(f"{out} was labeled from another source; use a new --out")
-        return table
-    items = list(tqdm(source.items(), desc="listing inputs", unit="img", leave=False,
-                      disable=not progress))
-    table = pa.table({
-        "image_id": [image_id(source.name, item.key) for item in items],
-        "key": [item.key for item in items],
-        "path": [item.path for item in items],
-        "locator": [item.locator for item in items],
-        "refused": pa.array([item.refused for item in items], pa.string()),
-    }).replace_schema_metadata({"source": fingerprint})
-    seen: dict[str, str] = {}
-    for item in items:
-        if item.key in seen:
-            raise ConfigError(f"source {source.name!r} yields the key {item.key!r} twice "
-                              f"({seen[item.key]} and {item.path}); each input needs its own key")
-        seen[item.key] = item.path
-    run_folder.write_table(path, table)
-    return table
-
-
-def _fingerprint(source_config: dict) -> bytes:
-    return repr(sorted(source_config.items())).encode()
-
-
-def _same_source(recorded: bytes | None, fingerprint: bytes) -> bool:
-    """Whether inputs.parquet was listed from this source; a run that recorded a relative
-    path is compared with that path made absolute."""
-    if recorded == fingerprint:
-        return True
-    try:
-        old = dict(ast.literal_eval(recorded.decode()))
-    except (ValueError, SyntaxError, TypeError, AttributeError, UnicodeDecodeError):
-        return False
-    return _fingerprint(absolute_source(old)) == fingerprint
+    """`inputs.freeze_inputs` (streaming, one row group per shard of the size run.json
+    records), then the whole list for this process's shard loop."""
+    shard_size = (run_folder.read_run_shape(out) or {}).get("shard_size") or LabelConfig.shard_size
+    input_list.freeze_inputs(out, source, source_config, shard_size, progress)
+    return run_folder.read_parquet(out / run_folder.INPUTS_FILE)
 
 
 def finalize(out: Path, config: LabelConfig, teachers: list[Teacher], inputs: pa.Table,
