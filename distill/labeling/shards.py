@@ -66,11 +66,6 @@ class ShardResult:
         self.embeddings += other.embeddings
 
 
-def input_rows(inputs: pa.Table, index: int, shard_size: int) -> list[dict]:
-    """Shard `index`'s inputs (image_id, key, path, locator), in order."""
-    return inputs.slice(index * shard_size, shard_size).to_pylist()
-
-
 def score_decoded(teachers: list[Teacher], source_name: str, shard: int, inputs: list[dict],
                   decoded: list[tuple[int, Decoded | None, str | None]], result: ShardResult):
     """Rows for one decoded batch: an error row per decode failure, teachers on the rest."""
@@ -113,12 +108,11 @@ def _identity(row: dict) -> dict:
     return {k: row[k] for k in ("image_id", "source", "path", "shard")}
 
 
-def label_shard(index: int, inputs: pa.Table, source: Source, teachers: list[Teacher],
-                config: LabelConfig, bar: tqdm, workers: int = 0) -> ShardResult:
-    """One shard with the teachers in this process; `workers` DataLoader processes (or
-    `config.decode.threads` threads) decode ahead of them."""
-    chunk = input_rows(inputs, index, config.shard_size)
-    items = [SourceItem.from_row(r) for r in chunk]
+def score_here(index: int, inputs: list[dict], source: Source, teachers: list[Teacher],
+               config: LabelConfig, bar: tqdm | None, workers: int = 0) -> ShardResult:
+    """Shard `index` (its input rows) with the teachers in this process; `workers`
+    DataLoader processes (or `config.decode.threads` threads) decode ahead of them."""
+    items = [SourceItem.from_row(r) for r in inputs]
     dataset = ShardImages(source, items, config.decode)
     if workers:
         loader = DataLoader(dataset, batch_size=config.batch_size, num_workers=workers,
@@ -128,8 +122,9 @@ def label_shard(index: int, inputs: pa.Table, source: Source, teachers: list[Tea
                                   config.decode.prefetch)
     result = ShardResult()
     for decoded_batch in loader:
-        score_decoded(teachers, source.name, index, chunk, decoded_batch, result)
-        bar.update(len(decoded_batch))
+        score_decoded(teachers, source.name, index, inputs, decoded_batch, result)
+        if bar is not None:
+            bar.update(len(decoded_batch))
     return result
 
 
