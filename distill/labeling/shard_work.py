@@ -78,6 +78,11 @@ def _tools(run: LabelRun) -> tuple[Source, list[Teacher]]:
     return _MADE[key]
 
 
+def provenance(run: LabelRun) -> list[dict]:
+    """What this process's teachers for `run` are (weights and their sha256, versions)."""
+    return [teacher.provenance() for teacher in _tools(run)[1]]
+
+
 def label_shard(run: LabelRun, shard: int) -> ShardRecord:
     """Label shard `shard` of `run` whatever else holds it: for an engine whose scheduler
     decided this process labels it now (Ray). A shard already done is not labeled again."""

@@ -48,7 +48,7 @@ _WORKER: dict = {}  # this worker process's source, teachers and config
 def _start_worker(config: LabelConfig, parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
-    single_threaded()
+    limit_threads(1)
     try:
         teachers = create_teachers(config.teachers, config.weights_dir, device="cpu")
         _WORKER.update(source=create_source(config.source), teachers=teachers, config=config)
@@ -56,14 +56,14 @@ def _start_worker(config: LabelConfig, parent: int) -> None:
         _WORKER["failed"] = f"{type(exc).__name__}: {exc}"
 
 
-def single_threaded() -> None:
-    """One thread in every pool: torch's, OpenCV's, and numpy's and scipy's OpenBLAS, whose
-    threads spin after each call and would take the other workers' cores."""
+def limit_threads(count: int) -> None:
+    """`count` threads in every pool: torch's, OpenCV's, and numpy's and scipy's OpenBLAS,
+    whose threads spin after each call and would take the other workers' cores."""
     import cv2
 
-    threadpoolctl.threadpool_limits(1)
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)
+    threadpoolctl.threadpool_limits(count)
+    torch.set_num_threads(count)
+    cv2.setNumThreads(count)
 
 
 def _exit_with(parent: int) -> None:
