@@ -40,8 +40,8 @@ from distill.errors import DistillCommand
               help="With --engine ray: the cluster, `auto` or ray://HOST:PORT (default: "
               "$RAY_ADDRESS, else a Ray started on this machine).")
 @click.option("--ray-workers", default=None, metavar="MIN:MAX",
-              help="With --engine ray: workers asked of the autoscaler up front : most shards in "
-              "flight at once (default 1: as many as the cluster's CPUs fit).")
+              help="With --engine ray: workers asked of the autoscaler up front, and the most "
+              "shards in flight at once (default: none asked, as many as the cluster fits).")
 @click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=None,
               help="With --engine ray: GPUs each worker needs (default 0: CPU workers).")
 @WEIGHTS_DIR_OPTION

@@ -138,6 +138,13 @@ def any_live(out: Path, seconds: float = LEASE_SECONDS) -> bool:
     return any(is_live(path, seconds) for path in _folder(out).glob(".lease-*"))
 
 
+def clear_shard_leases(out: Path) -> None:
+    """Every shard is done: no shard lease matters any more, not even one whose holder was
+    killed between writing its shard and giving the lease up."""
+    for path in _folder(out).glob(".lease-[0-9]*"):
+        path.unlink(missing_ok=True)
+
+
 class _Heartbeat:
     """One daemon thread per process touching the mtime of every lease it holds."""
 

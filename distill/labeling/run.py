@@ -24,6 +24,7 @@ from tqdm import tqdm
 from distill import __version__, run_folder, safefs
 from distill.config import LabelConfig, from_mapping, load_yaml, to_dict
 from distill.errors import ConfigError
+from distill.labeling import leases
 from distill.labeling.claims import label_claimed
 from distill.labeling.fusion import fuse_run
 from distill.labeling.shard_work import LabelRun, ShardRecord, keep_teachers
@@ -130,9 +131,10 @@ def _same_source(recorded: bytes | None, fingerprint: bytes) -> bool:
 
 def finalize(out: Path, config: LabelConfig, provenance: list[dict], inputs: int,
              seconds: float, world: int, ledger: list[ShardRecord], engine: str = "local") -> dict:
-    """Fuse over the whole run, merge errors, write the manifest; returns the summary.
+    """Fuse over the whole run, merge errors, write the manifest; returns the summary, with
     `ledger`: the records of the shards labeled by this call (all of its workers)."""
     safefs.remove_stale_partials(out / run_folder.SHARD_DIR)  # a killed worker's, on this host
+    leases.clear_shard_leases(out)
     fused = fuse_run(out, config.fusion)
     errors = run_folder.merge_errors(out)
     labels = fused.num_rows
@@ -164,7 +166,7 @@ def finalize(out: Path, config: LabelConfig, provenance: list[dict], inputs: int
         "processes": world,
         "summary": summary,
     })
-    return summary
+    return {**summary, "ledger": [record.as_dict() for record in ledger]}
 
 
 def cores_per_process(processes: int) -> int:
