@@ -18,6 +18,7 @@ import psutil
 import pytest
 from click.testing import CliRunner
 
+from benchmarks.ray_label import at_a_third_speed
 from distill import run_folder
 from distill.labeling import leases
 from tests.test_label import GOOD, _free_port, _rows, photo_folder  # noqa: F401
@@ -207,24 +208,9 @@ def _in_background(action) -> threading.Thread:
 def test_ray_a_slowed_worker_holds_one_shard_and_the_rows_are_local_bytes(
         ray_cluster, photo_folder, reference, tmp_path):  # noqa: F811
     _cluster, pids = ray_cluster
-    out, finished, slowed = tmp_path / "out", threading.Event(), pids[0]
-
-    def slow_one_worker():  # a third of its time running: SIGSTOP for 20 of every 30 ms
-        while not finished.is_set():
-            try:
-                os.kill(slowed, signal.SIGSTOP)
-                time.sleep(0.02)
-            finally:
-                os.kill(slowed, signal.SIGCONT)
-            time.sleep(0.01)
-
-    slower = _in_background(slow_one_worker)
-    try:
+    out, slowed = tmp_path / "out", pids[0]
+    with at_a_third_speed(slowed):
         summary = _label_on_ray(photo_folder, out)
-    finally:
-        finished.set()
-        slower.join()
-    assert not slower.failures, slower.failures
     _assert_complete(out, reference)
     by_worker = {int(worker.rsplit(":", 1)[1]): n
                  for worker, n in summary["engine"]["shards_by_worker"].items()}
