@@ -51,8 +51,8 @@ def label(config_file, teacher_names, no_progress, **options):
 
     Writes OUT/shards/labels-NNNNN.parquet (+ embeddings-NNNNN.npy for CLIP teachers),
     OUT/errors.parquet and OUT/manifest.json. Killed runs resume exactly with the same
-    command. Under `torchrun --nproc_per_node N` or `accelerate launch` each process labels
-    its own shards; `--engine ray` labels on a Ray cluster. Example:
+    command. Under `torchrun --nproc_per_node N` or `accelerate launch` the processes claim
+    shards through lease files; `--engine ray` labels on a Ray cluster. Example:
 
         distill label --source ~/photos --teachers brisque,piqe --out runs/photos
     """

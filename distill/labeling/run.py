@@ -247,7 +247,8 @@ def run_label(config: LabelConfig, progress: bool = True, max_shards: int | None
     total_shards = -(-inputs.num_rows // config.shard_size)
     done = run_folder.completed_shards(out)
     todo = sum(min(config.shard_size, inputs.num_rows - k * config.shard_size)
-               for k in range(total_shards) if k not in done)
+               for k in range(total_shards) if k not in done)  # by every process of the run
+    todo = todo if max_shards is None else min(todo, max_shards * config.shard_size)
     started = time.perf_counter()
     with tqdm(total=todo, unit="img", desc=f"labeling (rank {state.process_index})",
               disable=not progress, dynamic_ncols=True) as bar:
