@@ -245,3 +245,18 @@ def test_ray_a_killed_worker_and_a_removed_node_lose_nothing(
     assert len(killed) == 2
     _assert_complete(out, reference)
     assert summary["engine"]["shards_retried"] >= 1  # the killed worker's shard at least
+
+
+def test_ray_workers_parse_as_min_max():
+    pytest.importorskip("ray")
+    from distill.errors import ConfigError
+    from distill.labeling.ray_engine import parse_workers
+
+    assert parse_workers("2:8") == (2, 8)
+    assert parse_workers("4") == (4, 4)
+    assert parse_workers(":8") == (0, 8)
+    assert parse_workers("2:") == (2, None)
+    assert parse_workers(None) == (0, None)
+    for bad in ("8:2", "x", "0:0", "-1:3"):
+        with pytest.raises(ConfigError, match="--ray-workers"):
+            parse_workers(bad)
