@@ -72,8 +72,11 @@ def write_exif_time(taken: datetime) -> bytes:
 
 
 def build_bursts(out: Path, seed: int = 0, sources: dict[str, tuple[Path, tuple]] | None = None,
-                 frames: tuple[int, int] = (4, 6)) -> list[dict]:
-    """Write the burst folder; returns one truth row per frame: file, burst, sharp."""
+                 frames: tuple[int, int] = (4, 6), side: int = FRAME_SIDE,
+                 sigma: tuple[float, float] = (1.2, 2.5), drift: tuple[float, float] = (0.01, 0.04),
+                 interval: float = 0.3) -> list[dict]:
+    """Write the burst folder; returns one truth row per frame: file, burst, sharp, sigma (the
+    defocus, px at the frame's size; 0 for the sharp frame)."""
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True, exist_ok=True)
     sources = sources or burst_sources()
@@ -82,7 +85,7 @@ def build_bursts(out: Path, seed: int = 0, sources: dict[str, tuple[Path, tuple]
     for burst, (name, (path, box)) in enumerate(sorted(sources.items())):
         base = Image.open(path).convert("RGB")
         base = base.crop(tuple(round(f * side) for f, side in zip(box, base.size * 2)))
-        scale = FRAME_SIDE / max(base.size)
+        scale = side / max(base.size)
         base = base.resize((round(base.width * scale * 1.1), round(base.height * scale * 1.1)),
                            Image.Resampling.LANCZOS)
         count = int(rng.integers(frames[0], frames[1] + 1))
@@ -90,16 +93,18 @@ def build_bursts(out: Path, seed: int = 0, sources: dict[str, tuple[Path, tuple]
         width, height = round(base.width / 1.1), round(base.height / 1.1)
         for frame in range(count):
             # the camera drifts 1-4 % of the frame from the burst's centre, either way
-            shift = rng.uniform(0.01, 0.04, 2) * (width, height) * rng.choice([-1, 1], 2)
+            shift = rng.uniform(*drift, 2) * (width, height) * rng.choice([-1, 1], 2)
             left = int(np.clip((base.width - width) / 2 + shift[0], 0, base.width - width))
             top = int(np.clip((base.height - height) / 2 + shift[1], 0, base.height - height))
             image = base.crop((left, top, left + width, top + height))
-            if frame != sharp:
-                image = image.filter(ImageFilter.GaussianBlur(float(rng.uniform(1.2, 2.5))))
-            taken = clock + timedelta(seconds=0.3 * frame)
+            blur = 0.0 if frame == sharp else float(rng.uniform(*sigma))
+            if blur:
+                image = image.filter(ImageFilter.GaussianBlur(blur))
+            taken = clock + timedelta(seconds=interval * frame)
             file = out / f"IMG_{burst:02d}{frame:02d}.jpg"
             image.save(file, quality=int(rng.integers(80, 96)), exif=write_exif_time(taken))
-            truth.append({"file": file.name, "burst": name, "sharp": frame == sharp})
+            truth.append({"file": file.name, "burst": name, "sharp": frame == sharp,
+                          "sigma": round(blur, 3)})
         clock += timedelta(minutes=3)
     return truth
 

@@ -7,8 +7,11 @@ as cameras write them (benchmarks/camera_files.py). For each, every round times
    thread (`ratio`, the issue's measure) and in one thread per core (`ratio_all_cores`: cull
    reads, hashes, decodes and describes in threads, so this is the ceiling it works against);
 2. `distill cull` (dry run): decode, student, similar-shot descriptor, technical measures,
-   decide, report; with the default student architecture (patch_cnn at 224 px, teacher-scale
-   crop; random weights: the speed is the same).
+   focus, decide, report; with the default student architecture (patch_cnn at 224 px,
+   teacher-scale crop; random weights: the speed is the same): at the default
+   `--focus-side` (768: a 24 MP JPEG decodes at a quarter, as decoding alone does here), at
+   `--focus-side 1600` (half size), at `--focus-side 0` (the student's draft size, as before
+   the focus measure) and, with `--weights-dir` holding the face models, with `--faces`.
 A first, untimed round warms the file cache and the imports (FAISS, the student); then
 medians over rounds; the ratios are taken within each round, then their median. The load
 average before and after is recorded: a busy machine moves every figure.
@@ -59,11 +62,13 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--weights-dir", default=None,
+                        help="with the faces teacher's models: also time `cull --faces`")
     args = parser.parse_args()
 
     import torch
 
-    from distill.culling import cull
+    from distill.culling import CullOptions, cull
     from distill.culling.run import scoring_threads
     from distill.decode import decode_named, read_bytes
     from students import create_student
@@ -95,6 +100,10 @@ def main() -> None:
             photo.save(folders["jpeg_24mp"] / f"IMG_{index:04d}.JPG", quality=92)
             write_dng(photo, folders["dng_24mp_with_preview"] / f"IMG_{index:04d}.DNG",
                       preview_side=1920)
+        variants = {"cull": CullOptions(), "cull_focus_side_1600": CullOptions(focus_side=1600),
+                    "cull_focus_side_0": CullOptions(focus_side=0)}
+        if args.weights_dir:
+            variants["cull_faces"] = CullOptions(faces=True, weights_dir=args.weights_dir)
         for kind, folder in folders.items():
             files = sorted(folder.iterdir())
             rounds = []
@@ -107,16 +116,21 @@ def main() -> None:
                 with ThreadPoolExecutor(cores) as pool:
                     list(pool.map(decode, files))
                 decode_all_cores_s = time.perf_counter() - started
-                started = time.perf_counter()
-                cull(folder, student, dest=scratch / f"out-{kind}-{round_index}", progress=False)
-                cull_s = time.perf_counter() - started
+                timings = {}
+                for variant, options in variants.items():
+                    started = time.perf_counter()
+                    cull(folder, student, dest=scratch / f"out-{kind}-{variant}-{round_index}",
+                         progress=False, options=options)
+                    timings[variant] = time.perf_counter() - started
                 if round_index == 0:
                     continue  # the warm-up
-                rounds.append({"decode_photos_per_s": len(files) / decode_s,
-                               "decode_all_cores_photos_per_s": len(files) / decode_all_cores_s,
-                               "cull_photos_per_s": len(files) / cull_s,
-                               "ratio": decode_s / cull_s,
-                               "ratio_all_cores": decode_all_cores_s / cull_s})
+                one = {"decode_photos_per_s": len(files) / decode_s,
+                       "decode_all_cores_photos_per_s": len(files) / decode_all_cores_s}
+                for variant, cull_s in timings.items():
+                    one.update({f"{variant}_photos_per_s": len(files) / cull_s,
+                                f"{variant}_ratio": decode_s / cull_s,
+                                f"{variant}_ratio_all_cores": decode_all_cores_s / cull_s})
+                rounds.append(one)
             sizes = [p.stat().st_size / 1e6 for p in files]
             result["kinds"][kind] = {
                 "mean_file_mb": round(statistics.mean(sizes), 1),

@@ -11,6 +11,13 @@ on `--queries` rows, and the planted pairs against the clusters dedup found.
     python benchmarks/dedup_scale.py                      # 1,000,000 vectors, index auto
     python benchmarks/dedup_scale.py --n 100000 --index hnsw
     python benchmarks/dedup_scale.py --crossover          # exact vs approximate by size
+    python benchmarks/dedup_scale.py --compare            # single vs sharded plan, same data
+    python benchmarks/dedup_scale.py --coverage           # planted pairs sharing a cell, top-m
+
+--compare runs `run_dedup` twice on one run folder, each in a fresh process: the default
+single-machine plan (`--index`) and the sharded plan (`--clusters`, `--assign`, `--workers`);
+it reports the pairs over τ found by both, by one only, each plan's wall time and peak memory,
+the planted pairs each found, and each plan's recall of the exact pairs among `--queries` rows.
 
 Writes benchmarks/results/dedup_scale.json (or the file --out names).
 """
@@ -154,6 +161,126 @@ def worker(run: Path, args) -> dict:
     return result
 
 
+def plan_worker(run: Path, args) -> dict:
+    """In a fresh process: run_dedup with one plan; its pairs are kept as pairs-<plan>.parquet."""
+    import shutil
+
+    from distill.deduplication import run_dedup
+    from distill.run_folder import DEDUP_PAIRS
+    from distill.similar import IndexSpec, ShardSpec
+
+    spec = IndexSpec(kind=args.index, nlist=args.nlist, nprobe=args.nprobe, k=args.k,
+                     ef_search=args.ef_search, hnsw_m=args.hnsw_m)
+    plan = ShardSpec(clusters=args.clusters, assign=args.assign, workers=args.workers) \
+        if args.plan == "sharded" else "single"
+    started = time.perf_counter()
+    summary = run_dedup(run, threshold=args.threshold, index=spec, plan=plan, progress=False)
+    wall = time.perf_counter() - started
+    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # Linux: KiB
+    # The pool's children (workers > 1) are measured apart from the driver.
+    children_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 / 1e9
+    shutil.copy(run / DEDUP_PAIRS, run / f"pairs-{args.plan}.parquet")
+    return {"run_dedup_wall_s": round(wall, 1), "peak_rss_gb": round(peak_gb, 3),
+            "largest_child_peak_rss_gb": round(children_gb, 3), "index": summary["index"],
+            "timings_s": summary["timings_s"], "near_duplicates": summary["near_duplicates"],
+            "clusters": summary["clusters"]}
+
+
+def _pair_keys(path: Path, n: int) -> np.ndarray:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path, columns=["image_id", "other_id", "reason"])
+    near = np.array(table.column("reason").to_pylist()) == "near"
+    row = [np.array([int(i[3:]) for i in table.column(c).to_pylist()], dtype=np.int64)[near]
+           for c in ("image_id", "other_id")]
+    return np.unique(np.minimum(*row) * n + np.maximum(*row))
+
+
+def compare_plans(run: Path, args, copies: np.ndarray, originals: np.ndarray) -> dict:
+    """Both plans on one run folder, then their pairs side by side and against exact search."""
+    from distill import run_folder
+    from distill.similar import descriptors, pair_similarity
+
+    plans = {}
+    for plan in ("single", "sharded"):
+        command = [sys.executable, __file__, f"--worker={run}", f"--plan={plan}", "--compare"]
+        child = subprocess.run([*command, *_forwarded(args)], capture_output=True, text=True,
+                               check=False)
+        if child.returncode:
+            raise SystemExit(f"{plan} worker failed:\n{child.stderr[-4000:]}")
+        plans[plan] = json.loads(child.stdout.strip().splitlines()[-1])
+        print(plan, json.dumps(plans[plan]), flush=True)
+    n = args.n
+    single, sharded = (_pair_keys(run / f"pairs-{p}.parquet", n) for p in ("single", "sharded"))
+    only_single, only_sharded = np.setdiff1d(single, sharded), np.setdiff1d(sharded, single)
+    vectors = run_folder.read_embeddings(run)
+    vectors[:] = descriptors.normalise_rows(vectors)
+
+    def sims(keys):
+        return pair_similarity(vectors, keys // n, keys % n).round(4).tolist()[:20]
+
+    planted = np.unique(np.minimum(copies, originals) * n + np.maximum(copies, originals))
+    # Exact pairs over τ among the query rows' 32 nearest: what each plan should contain.
+    queries = np.sort(np.random.default_rng(2).choice(n, args.queries, replace=False))
+    started = time.perf_counter()
+    exact_sims, exact_ids = exact_top(vectors, queries, 32)
+    rows, cols = np.nonzero((exact_sims >= args.threshold) & (exact_ids != queries[:, None]))
+    a, b = queries[rows], exact_ids[rows, cols]
+    exact = np.unique(np.minimum(a, b) * n + np.maximum(a, b))
+    return {
+        "plans": plans,
+        "pairs": {"single": len(single), "sharded": len(sharded),
+                  "both": len(np.intersect1d(single, sharded)),
+                  "only_single": len(only_single), "only_sharded": len(only_sharded),
+                  "identical": bool(np.array_equal(single, sharded)),
+                  "only_single_similarity_examples": sims(only_single),
+                  "only_sharded_similarity_examples": sims(only_sharded)},
+        "planted_pairs_found": {"planted": len(planted),
+                                "single": int(np.isin(planted, single).sum()),
+                                "sharded": int(np.isin(planted, sharded).sum())},
+        "exact_check": {"queries": args.queries, "exact_pairs_over_tau": len(exact),
+                        "single": int(np.isin(exact, single).sum()),
+                        "sharded": int(np.isin(exact, sharded).sum()),
+                        "exact_search_s": round(time.perf_counter() - started, 1)},
+        "wall_ratio_sharded_over_single": round(plans["sharded"]["run_dedup_wall_s"]
+                                                / plans["single"]["run_dedup_wall_s"], 3),
+    }
+
+
+def cell_coverage(args) -> dict:
+    """Which planted pairs share a cell under each assignment rule, with the centroids the
+    sharded plan trains on these vectors (same sample, same seed). In-cell search is exact, so
+    a planted pair sharing a cell is a pair the plan finds: this prices --assign without
+    running the searches."""
+    from distill.similar import descriptors
+    from distill.similar.sharded import assign_chunk, default_clusters, train_centroids
+
+    vectors, copies, originals = synthetic_vectors(args.n, args.centres, args.planted, args.dim,
+                                                   noise=args.noise)
+    vectors[:] = descriptors.normalise_rows(vectors)  # as run_dedup does to stored embeddings
+    cells = args.clusters or default_clusters(args.n)
+    started = time.perf_counter()
+    centroids = train_centroids(vectors, np.arange(args.n), cells)
+    copy_top, original_top = (assign_chunk(vectors[r], centroids, 8) for r in (copies, originals))
+    row = {"clusters": cells, "pairs": len(copies),
+           "train_and_assign_s": round(time.perf_counter() - started, 1)}
+    for m in (1, 2, 3, 4):
+        shared = [bool(set(x[:m]) & set(y[:m])) for x, y in zip(copy_top, original_top)]
+        row[f"missed_top{m}_both_ways"] = len(shared) - sum(shared)
+    for m in (2, 4, 8):  # IVF-like: a member of its first cell, a query in its top m
+        probed = [x[0] in y[:m] or y[0] in x[:m] for x, y in zip(copy_top, original_top)]
+        row[f"missed_home_probe{m}"] = len(probed) - sum(probed)
+    return row
+
+
+def _forwarded(args) -> list[str]:
+    names = ("index", "nprobe", "k", "hnsw_m", "ef_search", "threshold", "queries", "assign",
+             "workers")
+    forwarded = [f"--{name.replace('_', '-')}={getattr(args, name)}" for name in names]
+    return forwarded + [f"--{name}={getattr(args, name)}" for name in ("nlist", "clusters")
+                        if getattr(args, name)]
+
+
 def planted_scores(run: Path, copies: np.ndarray, originals: np.ndarray) -> dict:
     """Planted near-copy pairs vs the pairs dedup's clusters imply."""
     import pyarrow.parquet as pq
@@ -236,12 +363,21 @@ def main():
     parser.add_argument("--dim", type=int, default=DIM)
     parser.add_argument("--noise", type=float, default=NOISE,
                         help="noise/centre norm ratio: same-centre cosine ≈ 1/(1+noise²)")
+    parser.add_argument("--compare", action="store_true", help="single vs sharded plan")
+    parser.add_argument("--coverage", action="store_true",
+                        help="planted pairs sharing a cell under top-m assignment")
+    parser.add_argument("--plan", default="single", choices=["single", "sharded"],
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--clusters", type=int, default=None, help="sharded plan: k-means cells")
+    parser.add_argument("--assign", type=int, default=2, help="sharded plan: cells per vector")
+    parser.add_argument("--workers", type=int, default=1, help="sharded plan: local processes")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.worker:
-        print(json.dumps(worker(args.worker, args), default=float))
+        work = plan_worker if args.compare or args.plan != "single" else worker
+        print(json.dumps(work(args.worker, args), default=float))
         return
     if args.crossover:
         rows = crossover([int(s) for s in args.sizes.split(",")], args.dim, args.threshold,
@@ -250,6 +386,17 @@ def main():
         _save(args.out, "crossover", f"dim{args.dim}", {
             "date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": _machine(),
             "rows": rows, "smallest_n_where_ivf_is_faster": min(faster) if faster else None})
+        return
+
+    if args.coverage:
+        load_before = os.getloadavg()
+        row = cell_coverage(args)
+        row.update(loadavg_before=load_before, loadavg_after=os.getloadavg())
+        print(json.dumps(row), flush=True)
+        _save(args.out, "cell_coverage", f"n{args.n}-c{row['clusters']}", {
+            "date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": _machine(),
+            "data": {"n": args.n, "dim": args.dim, "centres": args.centres, "noise": args.noise,
+                     "planted_fraction": args.planted}, **row})
         return
 
     load_before = os.getloadavg()
@@ -261,22 +408,28 @@ def main():
         run = Path(tmp)
         write_run(run, vectors)
         del vectors
-        forwarded = [f"--{name.replace('_', '-')}={getattr(args, name)}" for name in
-                     ("index", "nprobe", "k", "hnsw_m", "ef_search", "threshold", "queries")]
-        forwarded += [f"--nlist={args.nlist}"] if args.nlist else []
-        child = subprocess.run([sys.executable, __file__, f"--worker={run}", *forwarded],
-                               capture_output=True, text=True, check=False)
-        if child.returncode:
-            raise SystemExit(f"worker failed:\n{child.stderr[-4000:]}")
-        result = json.loads(child.stdout.strip().splitlines()[-1])
-        result.update(planted_scores(run, copies, originals))
+        if args.compare:
+            result = compare_plans(run, args, copies, originals)
+        else:
+            child = subprocess.run([sys.executable, __file__, f"--worker={run}",
+                                    *_forwarded(args)], capture_output=True, text=True,
+                                   check=False)
+            if child.returncode:
+                raise SystemExit(f"worker failed:\n{child.stderr[-4000:]}")
+            result = json.loads(child.stdout.strip().splitlines()[-1])
+            result.update(planted_scores(run, copies, originals))
     result = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": _machine(),
               "data": {"n": args.n, "dim": args.dim, "centres": args.centres, "noise": args.noise,
                        "planted_fraction": args.planted, "generate_s": round(generate_s, 1)},
               "queries": args.queries, "loadavg_before": load_before,
               "loadavg_after": os.getloadavg(), **result}
     print(json.dumps({k: v for k, v in result.items() if k != "summary"}, indent=2))
-    _save(args.out, "scale", f"n{args.n}-{args.index}", result)
+    if args.compare:
+        result["sharded_plan"] = {"clusters": args.clusters, "assign": args.assign,
+                                  "workers": args.workers}
+        _save(args.out, "plans", f"n{args.n}", result)
+    else:
+        _save(args.out, "scale", f"n{args.n}-{args.index}", result)
 
 
 if __name__ == "__main__":

@@ -23,16 +23,18 @@ CACHE = Path(os.environ.get("DISTILL_BENCH_CACHE", Path.home() / ".cache" / "dis
 MIN_MEGAPIXELS = 1.0
 
 
-def _unpacked() -> Path:
-    root = CACHE / PACKAGE
-    if not (root / "usr" / "share" / "wallpapers").is_dir():
+def unpacked(package: str = PACKAGE, inside: str = "usr/share/wallpapers") -> Path:
+    """`inside` of a Debian package, fetched with `apt-get download` and unpacked with
+    `dpkg -x` into the cache folder, once."""
+    root = CACHE / package
+    if not (root / inside).is_dir():
         CACHE.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["apt-get", "download", PACKAGE], cwd=CACHE, check=True,
+        subprocess.run(["apt-get", "download", package], cwd=CACHE, check=True,
                        capture_output=True)
-        deb = next(CACHE.glob(f"{PACKAGE}_*.deb"))
+        deb = next(CACHE.glob(f"{package}_*.deb"))
         subprocess.run(["dpkg", "-x", str(deb), str(root)], check=True)
         deb.unlink()
-    return root / "usr" / "share" / "wallpapers"
+    return root / inside
 
 
 def _megapixels(path: Path) -> float:
@@ -44,7 +46,7 @@ def real_photos() -> list[Path]:
     """The largest JPEG of each wallpaper, and the packaged photos of ≥ 1 MP; [] (and a
     note) when apt cannot fetch the package."""
     try:
-        wallpapers = _unpacked()
+        wallpapers = unpacked()
     except (OSError, subprocess.CalledProcessError, StopIteration) as exc:
         print(f"real photos: cannot fetch {PACKAGE} ({exc}); using packaged photos only")
         wallpapers = None

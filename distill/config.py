@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -20,6 +21,7 @@ MAX_CONFIG_BYTES = 16 * 1024**2
 MAX_YAML_NODES = 100_000
 
 T = TypeVar("T")
+JPEG_DECODERS = ("pillow", "torchvision")
 
 
 @dataclasses.dataclass
@@ -39,8 +41,16 @@ class DecodeConfig:
     # off when a core is left free for it, e.g. OMP_NUM_THREADS=cores-1.
     threads: int = 0
     prefetch: int = 4  # batches each worker (or the thread pool) keeps ready
+    # "pillow": every image through Pillow (draft-mode JPEGs) on the CPU. "torchvision": JPEGs
+    # decode in batches on the labeling device (nvJPEG on CUDA; libjpeg-turbo on a CPU) and
+    # stay there for the teachers; others still go through Pillow. Its drafted pixels differ
+    # slightly from Pillow's (distill/decode_device.py), so it is part of a run's shape.
+    jpeg_decoder: str = "pillow"
 
     def __post_init__(self):
+        if self.jpeg_decoder not in JPEG_DECODERS:
+            raise ConfigError(f"decode.jpeg_decoder must be one of {', '.join(JPEG_DECODERS)}, "
+                              f"got {self.jpeg_decoder!r}")
         for key in ("threads", "prefetch", "workers"):
             value = getattr(self, key)
             if value is not None and value < 0:
@@ -69,6 +79,10 @@ class LabelConfig:
     # images reach them. Threads survive a busy machine worse than processes
     # (benchmarks/label_throughput.py).
     score_workers: int | None = None
+    # where the teachers run: "cpu", "cuda" (this process's GPU under torchrun / accelerate),
+    # "cuda:N", or "auto": a GPU when torch sees one, else the CPU. On a GPU the classical
+    # teachers run batched there (teachers.batched) next to NIMA and CLIP.
+    device: str = "auto"
     decode: DecodeConfig = dataclasses.field(default_factory=DecodeConfig)
     fusion: FusionConfig = dataclasses.field(default_factory=FusionConfig)
 
@@ -82,6 +96,11 @@ class LabelConfig:
                               f"got {self.score_workers}")
         if isinstance(self.teachers, list | tuple):
             self.teachers = {name: {} for name in self.teachers}
+        if self.score_workers and self.decode.jpeg_decoder != "pillow":
+            raise ConfigError(f"decode.jpeg_decoder {self.decode.jpeg_decoder} decodes in the "
+                              "labeling process for its teachers: use score_workers 0")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(self.device)):
+            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
 
 def from_mapping(cls: type[T], mapping: dict, where: str = "") -> T:

@@ -205,11 +205,7 @@ def decode_bytes(
         raise DecodeError(f"unreadable image: {exc}") from None  # chunk that inflates too far
 
     header_w, header_h = img.size
-    if header_w * header_h > max_pixels:
-        raise DecodeError(
-            f"decompression bomb: header claims {header_w}x{header_h} "
-            f"> {max_pixels} pixels (max_pixels)"
-        )
+    check_pixels(header_w, header_h, max_pixels)
     notes = []
     if getattr(img, "n_frames", 1) > 1:
         notes.append(f"animated: first of {img.n_frames} frames")
@@ -223,23 +219,47 @@ def decode_bytes(
     except (OSError, SyntaxError, ValueError) as exc:
         raise DecodeError(f"corrupt or truncated image: {exc}") from None
 
-    rotated = orientation in (5, 6, 7, 8)
-    width, height = (header_h, header_w) if rotated else (header_w, header_h)
+    width, height = oriented_size(header_w, header_h, orientation)
     if orientation not in (1, None):
         notes.append(f"exif orientation {orientation} applied")
-    if min(width, height) < min_side:
-        raise DecodeError(f"too small: {width}x{height} (< {min_side} px per side)")
+    check_min_side(width, height, min_side)
 
     img, conversion = _to_rgb(img)
     if conversion:
         notes.append(conversion)
     if max_side and max(img.size) > max_side:
         img.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
-        if min(img.size) < min_side:  # a panorama strip: too thin once the long side is capped
-            raise DecodeError(f"too thin: {width}x{height} becomes {img.width}x{img.height} at "
-                              f"max_side {max_side} (< {min_side} px per side)")
+        check_thin(width, height, img.size, max_side, min_side)
     img.info[ORIGINAL_SIZE_KEY] = (width, height)
     return Decoded(img, width, height, sha1, "; ".join(notes), taken_at)
+
+
+# The rules every decoder applies (`decode_bytes` here, `decode_device` on a torch device),
+# each with the one message an error row records.
+
+def check_pixels(width: int, height: int, max_pixels: int) -> None:
+    """Refuse a header that claims more than max_pixels, before any pixel is decoded."""
+    if width * height > max_pixels:
+        raise DecodeError(f"decompression bomb: header claims {width}x{height} "
+                          f"> {max_pixels} pixels (max_pixels)")
+
+
+def oriented_size(width: int, height: int, orientation: int | None) -> tuple[int, int]:
+    """The size once EXIF orientation is applied (5-8 turn the image by 90 degrees)."""
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
+def check_min_side(width: int, height: int, min_side: int) -> None:
+    if min(width, height) < min_side:
+        raise DecodeError(f"too small: {width}x{height} (< {min_side} px per side)")
+
+
+def check_thin(width: int, height: int, capped: tuple[int, int], max_side: int,
+               min_side: int) -> None:
+    """A panorama strip: too thin once the long side is capped at max_side."""
+    if min(capped) < min_side:
+        raise DecodeError(f"too thin: {width}x{height} becomes {capped[0]}x{capped[1]} at "
+                          f"max_side {max_side} (< {min_side} px per side)")
 
 
 def read_bytes(path: str | os.PathLike, *, follow_symlinks: bool = True,

@@ -44,6 +44,7 @@ ERRORS_FILE = "errors.parquet"
 HUMAN_FILE = "human.parquet"  # human labels merged by `distill import-labels`
 DEDUP_FILE = "dedup.parquet"
 DEDUP_SUMMARY = "dedup_summary.json"
+DEDUP_PAIRS = "dedup_pairs.parquet"
 IDENTITY_COLUMNS = ("image_id", "source", "path", "sha1", "width", "height")
 FUSED_COLUMNS = ("quality", "keep_prob", "label", "tier", "confidence")
 ERROR_SCHEMA = pa.schema([("image_id", pa.string()), ("source", pa.string()), ("path", pa.string()),

@@ -91,9 +91,10 @@ REFERENCE_RANGES = {
     "nima": (3.0, 7.0),  # AVA means sit in 3–7; NIMA rarely leaves it
     "clip_aesthetic": (3.0, 8.0),
     "technical": (0.4, 1.0),
+    "faces": (0.0, 1.0),  # share of faces with open eyes; 1 without faces
 }
 DEFAULT_WEIGHTS = {"brisque": 1.0, "piqe": 1.0, "niqe": 1.0, "technical": 1.0, "nima": 2.0,
-                   "clip_aesthetic": 2.0}
+                   "clip_aesthetic": 2.0, "faces": 1.0}
 
 
 @dataclass

@@ -9,10 +9,13 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
+from PIL import ImageDraw
+
 from distill.decode import DecodeError, decode_path
 from distill.names import as_path
 
 THUMB_SIDE = 256
+BOX_COLOUR = (255, 214, 0)  # face boxes on a review thumbnail
 STYLE = """
 body { font: 14px system-ui, sans-serif; margin: 1.5em; background: #fafafa; color: #222; }
 h1 { font-size: 1.4em; } h2 { font-size: 1.1em; margin-top: 2em; }
@@ -28,14 +31,19 @@ td:first-child { white-space: nowrap; color: #555; }
 """
 
 
-def thumbnail(path: str, folder: Path, name: str) -> str | None:
-    """Write a JPEG thumbnail; returns its path relative to the sheet, None if undecodable."""
+def thumbnail(path: str, folder: Path, name: str, boxes=()) -> str | None:
+    """Write a JPEG thumbnail, with `boxes` (left, top, right, bottom as fractions of the
+    photo) drawn on it; returns its path relative to the sheet, None if undecodable."""
     target = folder / "thumbs" / f"{name}.jpg"
     if not target.exists():
         try:
             image = decode_path(as_path(path), draft_size=THUMB_SIDE, max_side=THUMB_SIDE).image
         except DecodeError:
             return None
+        draw = ImageDraw.Draw(image)
+        for box in boxes:
+            draw.rectangle([v * side for v, side in zip(box, image.size * 2)],
+                           outline=BOX_COLOUR, width=2)
         target.parent.mkdir(parents=True, exist_ok=True)
         image.save(target, quality=85)
     return f"thumbs/{name}.jpg"
@@ -46,7 +54,7 @@ def _format(value) -> str:
 
 
 def card(row: dict, folder: Path, fields: list[str]) -> str:
-    src = thumbnail(row["path"], folder, row["image_id"])
+    src = thumbnail(row["path"], folder, row["image_id"], row.get("boxes") or ())
     image = (f'<img src="{html.escape(src)}" alt="{html.escape(row["image_id"])}" loading="lazy">'
              if src else "<p>(cannot decode)</p>")
     label = row.get("label", "")

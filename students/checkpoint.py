@@ -24,6 +24,7 @@ from torch import nn
 from distill.errors import DistillError
 from distill.safefs import atomic_write
 from students import preprocess
+from students.predictions import as_predictions
 
 FORMAT = "distill-student/1"
 
@@ -42,8 +43,11 @@ class ScoresHead(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         out = self.student(images)
-        columns = [out["quality"].clamp(1.0, 10.0).unsqueeze(1),
-                   torch.sigmoid(out["keep_logit"]).unsqueeze(1)]
+        quality, keep_logit = out["quality"], out["keep_logit"]
+        # clamp and sigmoid turn inf into 10 and 1: x - x (0, or NaN where x is not finite)
+        # keeps an overflowed student's output non-finite, so it is an error, not a score
+        columns = [(quality.clamp(1.0, 10.0) + (quality - quality)).unsqueeze(1),
+                   (torch.sigmoid(keep_logit) + (keep_logit - keep_logit)).unsqueeze(1)]
         if "rating_logits" in out:
             columns.append(torch.softmax(out["rating_logits"], dim=1))
         return torch.cat(columns, dim=1)
@@ -75,15 +79,13 @@ class LoadedStudent:
 
     @torch.no_grad()
     def predict(self, images: list[Image.Image], batch_size: int = 32) -> dict[str, np.ndarray]:
-        """RGB photos → {"quality": (N,), "keep_prob": (N,)[, "rating": (N, bins)]}."""
+        """RGB photos → {"quality": (N,), "keep_prob": (N,)[, "rating": (N, bins)], "errors"}
+        (`students.predictions`: a photo with a non-finite score is an error)."""
         head = self.scores_head()
         parts = [head(preprocess.batch(images[i:i + batch_size], self.preprocessing))
                  for i in range(0, len(images), batch_size)]
         scores = torch.cat(parts).numpy() if parts else np.zeros((0, len(self.outputs)))
-        result = {"quality": scores[:, 0], "keep_prob": scores[:, 1]}
-        if scores.shape[1] > 2:
-            result["rating"] = scores[:, 2:]
-        return result
+        return as_predictions(scores)
 
 
 def load_student(path: str | Path) -> LoadedStudent:

@@ -15,6 +15,7 @@ from PIL import Image
 
 from distill.errors import DistillError
 from students import preprocess
+from students.predictions import as_predictions
 
 
 class OnnxStudent:
@@ -46,15 +47,12 @@ class OnnxStudent:
         self.name = metadata.get("distill.student", "student")
 
     def predict(self, images: list[Image.Image], batch_size: int = 32) -> dict[str, np.ndarray]:
-        """RGB photos → {"quality": (N,), "keep_prob": (N,)[, "rating": (N, bins)]}."""
+        """RGB photos → {"quality": (N,), "keep_prob": (N,)[, "rating": (N, bins)], "errors"}."""
         parts = [self.session.run(["scores"], {"image": preprocess.batch(
             images[i:i + batch_size], self.preprocessing).numpy()})[0]
             for i in range(0, len(images), batch_size)]
         scores = np.concatenate(parts) if parts else np.zeros((0, len(self.outputs)), np.float32)
-        result = {"quality": scores[:, 0], "keep_prob": scores[:, 1]}
-        if scores.shape[1] > 2:
-            result["rating"] = scores[:, 2:]
-        return result
+        return as_predictions(scores)
 
 
 def load_onnx_student(path: str | Path, threads: int | None = None) -> OnnxStudent:

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from distill.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class TeacherSpec:
@@ -74,6 +76,9 @@ class Teacher(ABC):
     # For a teacher without torch modules: its learned parameters, where the method has a
     # known count (the benchmark's cost column); None where counting makes no sense.
     parameter_count: int | None = None
+    # Takes images decoded on a torch device (`decode_device.DeviceImage`) as they are; any
+    # other teacher gets them as Pillow images, copied to the host.
+    takes_device_images: bool = False
 
     @abstractmethod
     def _score_batch(self, images: Sequence[Image.Image]) -> TeacherOutput:
@@ -88,6 +93,8 @@ class Teacher(ABC):
         return self.spec.name
 
     def score(self, images: Sequence[Image.Image]) -> TeacherOutput:
+        if not self.takes_device_images:
+            images = [image.to_pil() if hasattr(image, "to_pil") else image for image in images]
         parts = [
             self._score_resilient(images[start : start + self.batch_size])
             for start in range(0, len(images), self.batch_size)
@@ -128,11 +135,26 @@ class Teacher(ABC):
         )
 
 
+IMPLEMENTATIONS = ("fast", "pyiqa", "torch")
+
+
+def choose_impl(impl: str | None, device: str | None, on_cpu: str = "fast",
+                allowed: tuple[str, ...] = IMPLEMENTATIONS) -> str:
+    """The implementation asked for, else "torch" on a device that is not a CPU ("cuda",
+    "cuda:1"), else the CPU's default."""
+    if impl is None:
+        impl = "torch" if device and str(device).split(":")[0] != "cpu" else on_cpu
+    if impl not in allowed:
+        raise ConfigError(f"impl must be one of {', '.join(allowed)}, got {impl!r}")
+    return impl
+
+
 def weights_record(path: Path, sha256: str) -> dict:
     return {"file": path.name, "path": str(path), "sha256": sha256}
 
 
-# A mid-grey textured image, used only to learn the shape of a teacher's outputs.
+# A mid-grey textured image, used only to learn the shape of a teacher's outputs; 128 px
+# because NIQE needs a 96 px block (a 64 px probe made its one-image failure a crash).
 _PROBE_IMAGE = Image.fromarray(
-    (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8), "RGB"
+    (np.random.default_rng(0).random((128, 128, 3)) * 255).astype(np.uint8), "RGB"
 )

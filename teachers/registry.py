@@ -17,3 +17,5 @@ TEACHERS.add("clip_aesthetic", "teachers.clip_aesthetic:create_clip_aesthetic",
              "LAION aesthetic head on open_clip embeddings (ViT-L/14 MLP | ViT-B/32 linear); ~1-10")
 TEACHERS.add("technical", "teachers.technical:create_technical",
              "technical heuristics: sharpness, noise, exposure, clipping, resolution; 0-1")
+TEACHERS.add("faces", "teachers.faces:create_faces",
+             "faces: open eyes, face sharpness and exposure (MediaPipe models via LiteRT); 0-1")

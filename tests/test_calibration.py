@@ -30,11 +30,12 @@ def _scores(teacher, calibration_dir):
 KERNEL_ROUNDING = {"brisque": 2e-3, "piqe": 0.0}
 
 
-@pytest.mark.parametrize("impl", ["fast", "pyiqa"])
+@pytest.mark.parametrize("impl", ["fast", "pyiqa", "torch"])
 @pytest.mark.parametrize("name", ["brisque", "piqe"])
 def test_offline_teacher_matches_pyiqa_calibration(name, impl, calibration_dir, monkeypatch):
+    """impl "torch" runs on the CPU device here: the code and arithmetic a CUDA device runs."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    scores = _scores(create_teacher(name, impl=impl), calibration_dir)
+    scores = _scores(create_teacher(name, impl=impl, device="cpu"), calibration_dir)
     for image, expected in PUBLISHED[name].items():
         assert scores[image] == pytest.approx(expected, rel=0.005, abs=KERNEL_ROUNDING[name]), \
             (name, impl, image)
@@ -86,3 +87,8 @@ def test_niqe_with_published_pristine_parameters(calibration_dir, tmp_path):
     scores = _scores(create_teacher("niqe", weights_dir=str(tmp_path)), calibration_dir)
     for image, expected in PUBLISHED["niqe"].items():
         assert scores[image] == pytest.approx(expected, rel=0.005), image
+    # pyiqa's module batched on a torch device (here the CPU's): the five same-size images in
+    # one tensor give each one's own score, bit for bit (float64 throughout)
+    batched = _scores(create_teacher("niqe", weights_dir=str(tmp_path), impl="torch",
+                                     device="cpu"), calibration_dir)
+    assert batched == scores

@@ -5,6 +5,7 @@ HEIC files written here, not mocks), RAW+JPEG pairs, and the review page."""
 from __future__ import annotations
 
 import html.parser
+import re
 import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -52,9 +53,13 @@ def test_similar_shots_are_grouped_and_the_best_is_kept(bursts, student_file, tm
         (best,) = [r for r in rows if r["best_in_group"] == "True"]
         assert float(best["quality"]) == max(float(r["quality"]) for r in rows)
         assert best["decision"] == "keep"
-        if len({r["quality"] for r in rows}) == 1:  # the random student ties: sharpness decides
+        if len({r["quality"] for r in rows}) == 1:  # the random student ties: focus decides
             assert best["image"] in sharp
-        assert "best of" in best["reason"]
+            focus, runner_up = re.search(r"sharpest of (\d+): focus ([\d.]+) vs ([\d.]+)",
+                                         best["reason"]).group(2, 3)
+            assert float(focus) > float(runner_up)
+        else:
+            assert "best of" in best["reason"]
         for row in rows:
             if row is not best:
                 assert row["decision"] == "trash" and row["similar_to"] == best["image"]

@@ -1,4 +1,5 @@
-"""The fast (numpy/OpenCV) BRISQUE and PIQE against pyiqa's own modules, on real photos."""
+"""The fast (numpy/OpenCV) and torch BRISQUE and PIQE against pyiqa's own modules, on real
+photos (the torch ones on the CPU device: the code a CUDA device runs)."""
 
 from __future__ import annotations
 
@@ -26,13 +27,24 @@ def _photos(calibration_dir, skimage_photos):
     return images
 
 
-@pytest.mark.parametrize("name, atol", [("piqe", PIQE_ATOL), ("brisque", BRISQUE_ATOL)])
-def test_fast_matches_pyiqa_on_real_photos(name, atol, calibration_dir, skimage_photos):
+@pytest.fixture(scope="module")
+def photos_and_pyiqa(calibration_dir, skimage_photos):
     images = _photos(calibration_dir, skimage_photos)
-    fast = create_teacher(name, impl="fast").score(images)
-    ref = create_teacher(name, impl="pyiqa").score(images)
-    assert not fast.errors and not ref.errors
-    np.testing.assert_allclose(fast.scores, ref.scores, rtol=0, atol=atol)
+    references = {}
+    for name in ("piqe", "brisque"):
+        output = create_teacher(name, impl="pyiqa").score(images)
+        assert not output.errors
+        references[name] = output.scores
+    return images, references
+
+
+@pytest.mark.parametrize("impl", ["fast", "torch"])
+@pytest.mark.parametrize("name, atol", [("piqe", PIQE_ATOL), ("brisque", BRISQUE_ATOL)])
+def test_fast_matches_pyiqa_on_real_photos(name, atol, impl, photos_and_pyiqa):
+    images, references = photos_and_pyiqa
+    ours = create_teacher(name, impl=impl, device="cpu").score(images)
+    assert not ours.errors
+    np.testing.assert_allclose(ours.scores, references[name], rtol=0, atol=atol)
 
 
 def test_luma_and_resize_are_bit_identical_to_pyiqa(photo):
@@ -70,7 +82,11 @@ def test_failing_image_gets_nan_and_a_reason(name, photo):
 
 def test_provenance_names_the_implementation():
     assert create_teacher("piqe").provenance()["implementation"] == "fast"
+    assert create_teacher("piqe", device="cpu").provenance()["implementation"] == "fast"
     assert create_teacher("piqe", impl="pyiqa").provenance()["implementation"] == "pyiqa"
     assert create_teacher("brisque").provenance()["implementation"] == "fast"
+    torch_piqe = create_teacher("piqe", impl="torch", device="cpu").provenance()
+    assert torch_piqe["implementation"] == "torch" and torch_piqe["device"] == "cpu"
+    assert "_torch_iqa.piqe" in torch_piqe["computed_by"] and "on cpu" in torch_piqe["computed_by"]
     with pytest.raises(ConfigError):
         create_teacher("piqe", impl="gpu")

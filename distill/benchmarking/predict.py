@@ -177,13 +177,9 @@ class StudentPredictor:
     def predict(self, images: Sequence[Image.Image]) -> Predictions:
         out = self.student.predict(list(images), batch_size=self.batch_size)
         quality = np.asarray(out["quality"], dtype=np.float64)
-        keep_prob = np.asarray(out["keep_prob"], dtype=np.float64)
-        # a diverged student (an fp16 overflow) predicts NaN or inf: that image's error
-        errors = {int(i): f"{self.name}: non-finite prediction (quality {quality[i]}, "
-                          f"keep_prob {keep_prob[i]})"
-                  for i in np.flatnonzero(~(np.isfinite(quality) & np.isfinite(keep_prob)))}
-        return Predictions(raw=quality, oriented=quality, quality=quality, keep_prob=keep_prob,
-                           errors=errors)
+        return Predictions(raw=quality, oriented=quality, quality=quality,
+                           keep_prob=np.asarray(out["keep_prob"], dtype=np.float64),
+                           errors=dict(out["errors"]))
 
     def describe(self) -> dict:
         return {"higher_is_better": True, "native_range": list(CULLING_RANGE),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from distill.cli._common import CONTEXT, NO_PROGRESS_OPTION
+from distill.cli._common import CONTEXT, NO_PROGRESS_OPTION, WEIGHTS_DIR_OPTION
 from distill.errors import DistillCommand
 
 
@@ -19,7 +19,8 @@ from distill.errors import DistillCommand
               "DEST/pending and DEST/trash, verified, never replacing a file.")
 @click.option("--xmp", is_flag=True, help="Write xmp:Rating (1-5), digiKam's pick label "
               "(rejected / pending / accepted, as the folder) and reason keywords "
-              "(distill/blurry, distill/similar, ...) to sidecars, merging any existing one.")
+              "(distill/blurry, distill/similar, distill/eyes-closed, distill/face-blurry, ...) to "
+              "sidecars, merging any existing one.")
 @click.option("--dest", type=click.Path(file_okay=False), default=None,
               help="Where keep/, pending/, trash/, the journal and the report go "
               "(default FOLDER/culled).")
@@ -46,20 +47,30 @@ from distill.errors import DistillCommand
 @click.option("--html", is_flag=True,
               help="Also write DEST/review/index.html: the groups, the kept photo marked, "
               "each photo's reason, as thumbnails.")
+@click.option("--faces/--no-faces", default=False, show_default=True,
+              help="Find faces (teacher 'faces': distill weights fetch face-detection-short-range "
+              "face-detection-full-range face-landmark iris-landmark): closed eyes and soft "
+              "faces are flagged, and in a group the frame with every eye open wins.")
+@click.option("--focus-side", type=click.IntRange(min=0), default=None,
+              help="Decode JPEGs to at least this many px per side to measure focus "
+              "(default 768: photos up to ~1536 px decode whole; 0: the student's size, fastest).")
+@WEIGHTS_DIR_OPTION
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--max-images", type=click.IntRange(min=0), default=None,
               help="Score at most this many new photos now; the same command continues, and "
               "decides once every photo is scored.")
 @NO_PROGRESS_OPTION
 def cull(folder, model_path, action, xmp, dest, report, keep_threshold, keep_rate, mode, groups,
-         similarity, burst_seconds, similar_decision, html, batch_size, max_images,
-         no_progress):
+         similarity, burst_seconds, similar_decision, html, faces, focus_side, weights_dir,
+         batch_size, max_images, no_progress):
     """Decide keep, pending or trash for every photo in FOLDER with a trained student.
 
     Photos are JPEG, PNG, TIFF, WebP, HEIC or camera RAW (CR2, CR3, NEF, ARW, RAF, ORF, DNG,
     RW2; a RAW beside a JPEG of the same name is decided and moved with it). Similar shots are
-    grouped and the best of each kept; every decision comes with a reason (blurry,
-    under-exposed, over-exposed, noisy, similar to X, below the threshold or keep rate).
+    grouped and the best of each kept (the sharpest, when the student cannot tell them
+    apart); every decision comes with a reason (blurry, under-exposed, over-exposed, noisy,
+    with --faces eyes closed or face out of focus, similar to X, below the threshold or keep
+    rate).
 
     A dry run by default: only the report is written. Photo bytes are never modified. An
     interrupted run, started again, finishes the job without doing any photo twice or
@@ -72,6 +83,7 @@ def cull(folder, model_path, action, xmp, dest, report, keep_threshold, keep_rat
     from distill.culling import MODES, CullOptions, DecideOptions
     from distill.culling import cull as run_cull
     from distill.errors import ConfigError
+    from distill.names import as_text
 
     if keep_rate is not None and mode is not None:
         raise ConfigError("give --keep-rate or --mode, not both")
@@ -80,11 +92,12 @@ def cull(folder, model_path, action, xmp, dest, report, keep_threshold, keep_rat
                            burst_seconds=burst_seconds, similar_decision=similar_decision,
                            **({"similarity": similarity} if similarity is not None else {}))
     options = CullOptions(action=action or "dry", xmp=xmp, decide=decide, batch_size=batch_size,
-                          max_images=max_images)
+                          max_images=max_images, faces=faces, weights_dir=weights_dir,
+                          **({"focus_side": focus_side} if focus_side is not None else {}))
     result = run_cull(folder, model_path, dest, options, report, progress=not no_progress,
                       html=html)
     click.echo(f"keep {result['keep']}  pending {result['pending']}  trash {result['trash']}  "
                f"errors {result['error']}  groups {result['groups']}  "
                f"xmp errors {result['xmp_errors']}  ({result['remaining']} not yet scored, "
-               f"{result['undecided']} not yet decided)\nreport: {result['report']}"
-               + (f"\nreview page: {result['html']}" if result["html"] else ""))
+               f"{result['undecided']} not yet decided)\nreport: {as_text(result['report'])}"
+               + (f"\nreview page: {as_text(result['html'])}" if result["html"] else ""))

@@ -54,6 +54,24 @@ from distill.errors import DistillCommand
 @click.option("--gpu", type=click.Choice(["auto", "on", "off"]), default="auto",
               show_default=True,
               help="Run flat/IVF indexes on a GPU when faiss is a GPU build (faiss-gpu).")
+@click.option("--plan", type=click.Choice(["single", "sharded"]), default="single",
+              show_default=True,
+              help="single: one FAISS index in this process. sharded: k-means cells on a "
+              "sample, each image searched exactly within its top --assign cells, in tasks "
+              "(local processes or Ray); pairs that share none of their top cells are missed "
+              "(README: Deduplicating past one machine).")
+@click.option("--clusters", type=click.IntRange(min=1), default=None, metavar="N",
+              help="sharded: k-means cells (default about 2*sqrt(N), a power of two).")
+@click.option("--assign", type=click.IntRange(min=1), default=2, show_default=True,
+              help="sharded: cells each image joins (its most similar centroids).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="sharded, local engine: processes running the tasks.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
+              show_default=True,
+              help="sharded: run the tasks here (--workers processes) or as Ray tasks (needs "
+              "the [ray] extra; joins a running cluster, or --address).")
+@click.option("--address", default=None, metavar="auto|ray://HOST:PORT",
+              help="sharded, --engine ray: the cluster to join when ray is not started.")
 @NO_PROGRESS_OPTION
 def dedup(labels_dir, no_progress, **options):
     """Find exact and near-duplicate images of a labeling run, and benchmark leakage.
@@ -62,12 +80,13 @@ def dedup(labels_dir, no_progress, **options):
       distill dedup --labels runs/photos
       distill dedup --labels runs/photos --against ~/bench/ava-test --descriptor offline
       distill dedup --labels runs/laion --against bench_clip.npy --index ivf --nprobe 16
+      distill dedup --labels runs/laion --plan sharded --clusters 2048 --workers 2
 
     Exact duplicates share a sha1; near duplicates have cosine similarity >= TAU. Pairs join
     into clusters (connected components); each cluster keeps its highest-quality image.
     Writes OUT/dedup.parquet (image_id, cluster_id, is_duplicate, dup_of, similarity,
-    reason = exact | near | bench) and OUT/dedup_summary.json; `distill train` skips the
-    images marked is_duplicate.
+    reason = exact | near | bench), OUT/dedup_pairs.parquet (the pairs the clusters join) and
+    OUT/dedup_summary.json; `distill train` skips the images marked is_duplicate.
     """
     from distill.deduplication import dedup as run
 
@@ -79,6 +98,9 @@ def format_summary(summary: dict) -> str:
     index_text = index["kind"] + (" (GPU)" if index.get("gpu") else "")
     if index["kind"] == "ivf":
         index_text += f" nlist={index['nlist']} nprobe={index['nprobe']}"
+    elif index["kind"] == "sharded":
+        index_text = (f"flat within {index['clusters']} k-means cells (top {index['assign']} "
+                      f"per image; {index['tasks']} search tasks, {index['engine']})")
     lines = [
         (f"{summary['images']} images: kept {summary['kept']}, dropped {summary['dropped']} "
          f"(exact {summary['exact_duplicates']}, near {summary['near_duplicates']}, "

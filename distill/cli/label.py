@@ -29,6 +29,13 @@ from distill.errors import DistillCommand
 @click.option("--decode-threads", type=int, default=None,
               help="With --score-workers 0 and no --workers: threads decoding ahead in the "
               "labeling process (default 0: decode between teacher batches).")
+@click.option("--device", default=None,
+              help="Where the teachers run: auto (default: a GPU when torch sees one, else the "
+              "CPU), cpu, cuda or cuda:N. On a GPU the classical teachers run batched there; "
+              "cuda without one is an error.")
+@click.option("--jpeg-decoder", type=click.Choice(["pillow", "torchvision"]), default=None,
+              help="pillow (default: draft-mode JPEGs on the CPU) or torchvision (JPEGs decode "
+              "in batches on --device: nvJPEG on a GPU; a different run shape).")
 @click.option("--max-side", type=int, default=None,
               help="Long side the teachers see, px (default 768; JPEGs decode in draft mode).")
 @click.option("--max-shards", type=click.IntRange(min=1), default=None,

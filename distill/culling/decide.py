@@ -5,12 +5,21 @@ groups of a folder → one decision per photo, each with the reason a photograph
    dedup stage's machinery (`distill.similar`): the offline DCT descriptor, a FAISS
    inner-product search (`near_duplicate_pairs`) and connected components (`clusters`); with
    `burst_seconds`, two photos are only joined when their EXIF capture times are that close.
-   In each group the photo with the best student quality (the sharpest, on a tie) is kept
-   for the next step; the others become `trash` (or `pending`) "similar to <best>".
+   In each group one frame goes on to the next step; the others become `trash` (or
+   `pending`) "similar to <best>". The frame: where faces were measured, only frames in which
+   every face has open eyes compete, if there is one; of those, only frames in focus (within
+   `blurry_relative` of the sharpest); of those, the best student quality, unless other frames
+   are within the student's noise of it (`quality_noise`): then the frame whose subject is
+   sharpest wins, "sharpest of 4: focus 0.82 vs 0.41". The frames of a burst show one scene,
+   so their focus values compare where an absolute threshold would not.
 2. **Keep or not.** Of the group bests, `keep_rate` keeps the best fraction of the whole
    folder by keep_prob; otherwise each is kept at keep_prob ≥ `keep_threshold`.
-3. **Why.** The technical measures (`teachers.technical.measure`) flag blurry, under-exposed,
-   over-exposed and noisy photos; a trashed photo's reason starts with them.
+3. **Why.** The technical measures (`teachers.technical.measure`) flag under-exposed,
+   over-exposed and noisy photos; the focus (`teachers.focus`, at the decoded resolution)
+   flags blurry ones, below an absolute floor or well below the sharpest frame of its group;
+   with faces, "eyes closed (2 of 5 faces)" and "face out of focus" (the least sharp face).
+   A trashed photo's reason starts with them; a photo that would be kept but has closed eyes
+   or a soft face goes to `pending`, for a person to look at.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ from datetime import datetime
 import numpy as np
 
 from distill.errors import ConfigError
-from distill.similar import IndexSpec, clusters, keepers, near_duplicate_pairs
+from distill.similar import IndexSpec, clusters, near_duplicate_pairs
 
 DECISIONS = ("keep", "pending", "trash")
 MODES = {"aggressive": 0.15, "moderate": 0.30, "conservative": 0.50}  # --mode → keep rate
@@ -37,8 +46,14 @@ class DecideOptions:
     similarity: float = 0.70
     burst_seconds: float | None = None  # also require capture times this close (EXIF)
     similar_decision: str = "trash"  # what the rest of a group becomes: trash | pending
+    # Within a group, frames whose quality is this close to the best one's are told apart by
+    # their subject's focus (the student's quality is on 1-10)
+    quality_noise: float = 0.3
+    # Focus (teachers.focus, 0-1) flags, chosen on benchmarks/burst_focus.py's seed-0 bursts:
+    blurry_below: float = 0.40  # any photo's focus
+    blurry_relative: float = 0.85  # in a group, below this share of its sharpest frame
+    face_blurry_below: float = 0.40  # the least sharp face's focus
     # Technical flags, on `teachers.technical.measure` at its 512 px working size:
-    blurry_below: float = 30.0  # Laplacian variance; defocus blur falls below ~30
     dark_below: float = 0.20  # mean luma / 255
     bright_above: float = 0.80
     clipped_above: float = 0.25  # fraction of pixels clipped at either end
@@ -57,11 +72,28 @@ class DecideOptions:
             raise ConfigError(f"--similar must be trash or pending, got {self.similar_decision!r}")
 
 
-def flags(measures: dict, options: DecideOptions) -> list[str]:
-    """The technical problems a photographer names, from the technical teacher's measures."""
+def face_focus(measures: dict) -> float:
+    """The least sharp face's focus; NaN without a measured face."""
+    sharpness = [f["sharpness"] for f in measures.get("faces") or []
+                 if np.isfinite(f["sharpness"])]
+    return min(sharpness) if sharpness else float("nan")
+
+
+def closed_eyes(measures: dict) -> int:
+    return sum(1 for f in measures.get("faces") or [] if f["eyes_closed"])
+
+
+def flags(measures: dict, options: DecideOptions, group_focus: float = float("nan")) -> list[str]:
+    """The problems a photographer names: from the focus (against `group_focus`, the sharpest
+    frame of the photo's group, where it has one), the technical measures and the faces."""
     found = []
-    if measures["sharpness"] < options.blurry_below:
+    focus = measures.get("focus", float("nan"))
+    if focus < options.blurry_below or focus < options.blurry_relative * group_focus:
         found.append("blurry")
+    if closed_eyes(measures):
+        found.append("eyes-closed")
+    if face_focus(measures) < options.face_blurry_below:
+        found.append("face-blurry")
     if measures["exposure"] < options.dark_below or measures["clipped_shadows"] > options.clipped_above:
         found.append("under-exposed")
     if measures["exposure"] > options.bright_above or (
@@ -70,6 +102,13 @@ def flags(measures: dict, options: DecideOptions) -> list[str]:
     if measures["noise"] > options.noisy_above:
         found.append("noisy")
     return found
+
+
+def flag_text(flag: str, measures: dict) -> str:
+    """A flag as the reason says it."""
+    if flag == "eyes-closed":
+        return f"eyes closed ({closed_eyes(measures)} of {len(measures['faces'])} faces)"
+    return {"face-blurry": "face out of focus"}.get(flag, flag)
 
 
 def seconds(taken_at: str | None) -> float | None:
@@ -101,9 +140,59 @@ def similar_groups(descriptors: np.ndarray, times: list[float | None],
     return clusters(n, a, b)
 
 
+def group_bests(group: np.ndarray, quality: np.ndarray, measures: list[dict],
+                options: DecideOptions) -> tuple[np.ndarray, dict[int, str]]:
+    """The frame kept for each photo's group, and why, where it was not simply the best
+    quality: eyes open first (where faces were measured); then frames in focus, those whose
+    subject is within `blurry_relative` of the group's sharpest (the student's quality hardly
+    moves with a defocus that ruins a frame); then the best quality, unless others are within
+    `quality_noise` of it; then the sharpest subject."""
+    best = np.arange(len(group))
+    why: dict[int, str] = {}
+    score = np.where(np.isfinite(quality), quality, -np.inf)
+    faces = np.array([face_focus(m) for m in measures], dtype=np.float64)
+    photo = np.array([m.get("focus", np.nan) for m in measures], dtype=np.float64)
+    open_eyes = np.array([bool(m.get("faces")) and not closed_eyes(m) for m in measures])
+    some_closed = np.array([closed_eyes(m) > 0 for m in measures])
+    for members in _members(group):
+        if len(members) == 1:
+            continue
+        eyes_open = members
+        if some_closed[members].any() and open_eyes[members].any():
+            eyes_open = members[open_eyes[members]]
+        # the subject: every frame's faces where each has one, else the detailed tiles
+        focus = faces if np.isfinite(faces[eyes_open]).all() else photo
+        sharp = np.nan_to_num(focus, nan=-np.inf)
+        pool = eyes_open
+        if np.isfinite(sharp[pool]).any():
+            pool = pool[sharp[pool] >= options.blurry_relative * sharp[pool].max()]
+        contenders = pool[score[pool] >= score[pool].max() - options.quality_noise]
+        chosen = contenders[np.lexsort((contenders, -score[contenders], -sharp[contenders]))[0]]
+        others = sharp[eyes_open[eyes_open != chosen]]  # those it won against
+        if np.isfinite(sharp[chosen]) and np.isfinite(others).any() and (
+                len(contenders) > 1 or len(pool) < len(eyes_open)):
+            why[int(chosen)] = (
+                f"sharpest of {len(members)}: focus {focus[chosen]:.2f} vs {others.max():.2f}"
+                if sharp[chosen] >= others.max() else
+                f"in focus ({len(eyes_open) - len(pool)} of {len(members)} soft)")
+        if some_closed[members].any() and open_eyes[members].any():
+            why[int(chosen)] = "; ".join(filter(None, [
+                f"eyes open (closed in {int(some_closed[members].sum())} of {len(members)})",
+                why.get(int(chosen))]))
+        best[members] = chosen
+    return best, why
+
+
+def _members(group: np.ndarray) -> list[np.ndarray]:
+    order = np.argsort(group, kind="stable")
+    cuts = np.flatnonzero(np.diff(group[order])) + 1
+    return np.split(order, cuts)
+
+
 def decide(photos: list[dict], options: DecideOptions) -> list[dict]:
-    """photos: dicts with image, quality, keep_prob, descriptor, taken_at, measures.
-    Returns, in the same order, decision, reason, flags and the group columns."""
+    """photos: dicts with image, quality, keep_prob, descriptor, taken_at, measures (with
+    focus, and faces where they were measured). Returns, in the same order, decision,
+    reason, flags and the group columns."""
     n = len(photos)
     if not n:
         return []
@@ -111,11 +200,15 @@ def decide(photos: list[dict], options: DecideOptions) -> list[dict]:
     keep_prob = np.array([p["keep_prob"] for p in photos], dtype=np.float64)
     descriptors = np.array([p["descriptor"] for p in photos], dtype=np.float32)
     group = similar_groups(descriptors, [seconds(p.get("taken_at")) for p in photos], options)
-    # equal quality (a student that cannot tell two frames apart): the sharper frame wins
-    sharpness = np.array([p["measures"]["sharpness"] for p in photos], dtype=np.float64)
-    best = keepers(group, quality, tiebreak=sharpness)
+    measures = [p["measures"] for p in photos]
+    best, best_why = group_bests(group, quality, measures, options)
     sizes = np.bincount(group)
     bests = np.flatnonzero(best == np.arange(n))
+    focus = np.array([m.get("focus", np.nan) for m in measures], dtype=np.float64)
+    group_focus = np.full(group.max() + 1, np.nan)
+    for members in _members(group):
+        if len(members) > 1 and np.isfinite(focus[members]).any():
+            group_focus[group[members[0]]] = np.nanmax(focus[members])
 
     keep = np.zeros(n, dtype=bool)
     if options.keep_rate is not None:
@@ -128,7 +221,7 @@ def decide(photos: list[dict], options: DecideOptions) -> list[dict]:
 
     decided = []
     for row, photo in enumerate(photos):
-        problems = flags(photo["measures"], options)
+        problems = flags(photo["measures"], options, group_focus[group[row]])
         in_group = sizes[group[row]] > 1
         if best[row] != row:
             decision = options.similar_decision
@@ -139,14 +232,16 @@ def decide(photos: list[dict], options: DecideOptions) -> list[dict]:
                    if options.keep_rate is not None
                    else f"keep_prob {keep_prob[row]:.2f} ≥ {options.keep_threshold}")
             if in_group:
-                why += f"; best of {sizes[group[row]]} similar"
+                why += f"; {best_why.get(row, f'best of {sizes[group[row]]} similar')}"
+            if {"eyes-closed", "face-blurry"} & set(problems):
+                decision = "pending"  # a person decides whether the moment is worth it
         else:
             decision = "trash"
             why = (f"below the best {options.keep_rate:.0%} (rank {rank[row]} of {len(bests)})"
                    if options.keep_rate is not None
                    else f"keep_prob {keep_prob[row]:.2f} < {options.keep_threshold}")
         if problems and decision != "keep":
-            why = f"{', '.join(problems)}; {why}"
+            why = f"{', '.join(flag_text(f, photo['measures']) for f in problems)}; {why}"
         decided.append({"decision": decision, "reason": why, "flags": problems,
                         "group_id": int(group[row]), "group_size": int(sizes[group[row]]),
                         "best_in_group": bool(best[row] == row),

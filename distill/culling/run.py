@@ -11,16 +11,17 @@ Three passes, each resumable:
 
 Photo bytes are never modified, and every placement goes through `distill.safefs`: nothing
 is replaced, a copy is verified by sha256 before the original is removed, and a name already
-taken gets a new one (`IMG_0001-1.jpg`). Every score, decision and action goes to an
-append-only journal (DEST/.distill-cull.jsonl) keyed by the photo's absolute path, before the
-next pass; all of a pass's decisions are one line, so a kill never leaves half of them. The
-journal's first line holds the options that shape decisions; a run with other options is
-refused rather than mixed in. One run at a time holds DEST.
+taken gets a new one (`IMG_0001-1.jpg`). Only regular files are culled: a link, FIFO, device
+or sparse file under a photo's name is that photo's error row, in every action. Every score,
+decision and action goes to an append-only journal (`distill.culling.journal`) keyed by the
+photo's absolute path, before the next pass; all of a pass's decisions are one line, so a
+kill never leaves half of them. Where each file goes and which sidecar is whose is planned in
+`distill.culling.act`. The journal's first line holds the options that shape decisions; a run
+with other options is refused rather than mixed in. One run at a time holds DEST.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -34,13 +35,17 @@ from PIL import Image
 from tqdm import tqdm
 
 from distill import safefs, xmp
+from distill.culling.act import SidecarClaims, finish, plan
 from distill.culling.decide import DECISIONS, DecideOptions, decide
-from distill.culling.report import write_html, write_report
+from distill.culling.journal import Journal
+from distill.culling.report import refuse_unless_a_report, write_html, write_report
 from distill.decode import RAW_EXTENSIONS, DecodeError, decode_named, find_images, read_bytes
-from distill.errors import ConfigError, DistillError
+from distill.errors import ConfigError
 from distill.scoring import TIER_BOUNDARIES, tier
 from distill.similar import offline_descriptor
 from students import load_model
+from teachers.faces import FaceModels
+from teachers.focus import measure_focus
 from teachers.technical import WORKING_SIDE, measure
 
 JOURNAL = ".distill-cull.jsonl"
@@ -48,6 +53,10 @@ JOURNAL = ".distill-cull.jsonl"
 # the student scores a batch, few enough that memory stays about one batch of decoded photos.
 PREFETCH_PER_THREAD = 2
 SCORING_THREADS_MAX = 8  # as offline_descriptors; each thread holds up to two decoded photos
+# JPEG drafts at least this large: photos up to ~1536 px (and 1920 x 1080) decode whole, a
+# 24 MP one at a quarter, as labeling's decode.max_side (benchmarks/cull_throughput.py times
+# 1600 too, which decodes 24 MP at half size)
+FOCUS_SIDE = 768
 
 
 @dataclass
@@ -58,6 +67,11 @@ class CullOptions:
     tier_boundaries: tuple[float, float] = TIER_BOUNDARIES
     batch_size: int = 16
     max_images: int | None = None  # score at most this many new photos now (a re-run continues)
+    faces: bool = False  # find faces, their eyes and their focus (teachers.faces)
+    # JPEGs decode to at least this many px per side (the student's own size if larger), so
+    # focus is measured at or near native resolution: a 1.5 px defocus vanishes in a 4x draft
+    focus_side: int = FOCUS_SIDE
+    weights_dir: str | None = None  # where the faces teacher's weights are (teachers.weights)
 
     def __post_init__(self):
         if self.action not in ("dry", "link", "move"):
@@ -66,77 +80,14 @@ class CullOptions:
             raise ConfigError(f"--batch-size must be ≥ 1, got {self.batch_size}")
         if self.max_images is not None and self.max_images < 0:
             raise ConfigError(f"--max-images must be ≥ 0, got {self.max_images}")
+        if self.focus_side < 0:
+            raise ConfigError(f"--focus-side must be ≥ 0, got {self.focus_side}")
 
     def settings(self, model_sha256: str) -> dict:
         """What shapes a destination's decisions and files: a resume must not change it."""
         return {"action": self.action, "xmp": self.xmp, **asdict(self.decide),
-                "tier_boundaries": list(self.tier_boundaries), "model_sha256": model_sha256}
-
-
-class Journal:
-    """DEST/.distill-cull.jsonl: a settings line, then score, decision and action lines."""
-
-    def __init__(self, path: Path, settings: dict):
-        self.path = path
-        self.entries: dict[str, dict] = {}
-        recorded = None
-        if path.exists():
-            for line in path.read_text().splitlines():
-                try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut by a kill mid-write: what it held is simply redone
-                if "settings" in entry:
-                    recorded = entry["settings"]
-                for one in entry.get("decisions", [entry]):
-                    if "source" in one:
-                        self._merge(one)
-        if recorded is not None and recorded != settings:
-            if recorded["action"] == "dry" and not recorded["xmp"]:
-                # A dry run left nothing on disk but this journal: set it aside, start over.
-                path.rename(path.with_name(f"{path.stem}.dry-{os.getpid()}{path.suffix}"))
-                self.entries, recorded = {}, None
-            else:
-                differs = [k for k in settings if recorded.get(k) != settings[k]]
-                raise DistillError(
-                    f"{path.parent} was culled with other options ({', '.join(differs)}: "
-                    f"{', '.join(f'{recorded.get(k)}' for k in differs)}); re-run with the same "
-                    "options to continue it, or choose a new --dest")
-        self._handle = path.open("a")
-        if recorded is None:
-            self._write({"settings": settings})
-
-    def _merge(self, entry: dict) -> None:
-        if entry.get("scored"):  # a new score starts the photo's story over
-            self.entries[entry["source"]] = dict(entry)
-        else:
-            self.entries.setdefault(entry["source"], {}).update(entry)
-
-    def _write(self, line: dict) -> None:
-        self._handle.write(json.dumps(line) + "\n")
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
-
-    def record(self, entry: dict) -> None:
-        self._merge(entry)
-        self._write(entry)
-
-    def record_decisions(self, entries: list[dict]) -> None:
-        """All of a pass's decisions in one line: a kill keeps all of them or none."""
-        for entry in entries:
-            self._merge(entry)
-        self._write({"decisions": entries})
-
-    def is_scored(self, photo: Path) -> bool:
-        """Scored (or failed), and still the same file: a new photo at an old path is new."""
-        entry = self.entries.get(str(photo))
-        if not entry or not ("quality" in entry or entry.get("decision") == "error"):
-            return False
-        stat = photo.stat()
-        return (entry.get("size"), entry.get("mtime_ns")) == (stat.st_size, stat.st_mtime_ns)
-
-    def close(self):
-        self._handle.close()
+                "tier_boundaries": list(self.tier_boundaries), "model_sha256": model_sha256,
+                "faces": self.faces, "focus_side": self.focus_side}
 
 
 def resolve_dest(folder: Path, dest: Path | None) -> Path:
@@ -161,7 +112,8 @@ def photos_to_cull(folder: Path, dest: Path) -> list[tuple[Path, list[Path]]]:
     for photo in found:
         siblings = by_stem[(photo.parent, photo.stem.lower())]
         rendered = [p for p in siblings if p.suffix.lower() not in RAW_EXTENSIONS]
-        raws = [p for p in siblings if p.suffix.lower() in RAW_EXTENSIONS]
+        # only a regular file travels with another: a link or a FIFO is its own error row
+        raws = [p for p in siblings if p.suffix.lower() in RAW_EXTENSIONS and _regular(p)]
         if len(rendered) == 1 and raws:  # RAW+JPEG: the JPEG speaks for the pair
             if photo == rendered[0]:
                 units.append((photo, raws))
@@ -170,12 +122,22 @@ def photos_to_cull(folder: Path, dest: Path) -> list[tuple[Path, list[Path]]]:
     return units
 
 
+def _regular(path: Path) -> bool:
+    try:
+        safefs.regular_file(path)
+    except (DecodeError, OSError):
+        return False
+    return True
+
+
 def cull(folder: Path, model_path: Path, dest: Path | None = None,
          options: CullOptions | None = None, report: Path | None = None,
          progress: bool = True, html: bool = False) -> dict:
     options = options or CullOptions()
     folder = Path(folder).resolve()
     dest = resolve_dest(folder, dest)
+    report = Path(report or dest / "cull.csv")
+    refuse_unless_a_report(report)  # before any work: never a photo, never a stranger's file
     dest.mkdir(parents=True, exist_ok=True)
     settings = options.settings(safefs.sha256_file(Path(model_path)))
     with safefs.DestinationLock(dest):
@@ -184,7 +146,7 @@ def cull(folder: Path, model_path: Path, dest: Path | None = None,
             # Half-done photos first: their decision is journaled, their action may not be.
             for entry in list(journal.entries.values()):
                 if entry.get("decision") in DECISIONS and not entry.get("done"):
-                    _finish(entry, journal)
+                    finish(entry, journal)
             units = [u for u in photos_to_cull(folder, dest) if not journal.is_scored(u[0])]
             todo = units[: options.max_images] if options.max_images is not None else units
             _score(todo, folder, load_model(model_path) if todo else None, options, journal,
@@ -194,10 +156,13 @@ def cull(folder: Path, model_path: Path, dest: Path | None = None,
         finally:
             journal.close()
         entries = [e for e in journal.entries.values() if Path(e["source"]).is_relative_to(folder)]
-        report = Path(report or dest / "cull.csv")
         write_report(entries, report)
         page = write_html(entries, dest / "review") if html else None
-    counts = {d: sum(1 for e in entries if e.get("decision") == d) for d in (*DECISIONS, "error")}
+    # a photo that could not be placed is an error, not the keep or trash it was meant to be:
+    # keep + pending + trash + error + undecided = total
+    counts = {d: sum(1 for e in entries if e.get("decision") == d and not e.get("error"))
+              for d in DECISIONS}
+    counts["error"] = sum(1 for e in entries if e.get("error") or e.get("decision") == "error")
     return {**counts, "total": len(entries), "report": str(report), "dest": str(dest),
             "html": str(page) if page else None, "remaining": len(units) - len(todo),
             "undecided": sum(1 for e in entries if "decision" not in e),
@@ -216,8 +181,9 @@ def _score(units: list[tuple[Path, list[Path]]], folder: Path, model, options: C
     thread; a photo that cannot be read or decoded is an error line where it comes.
     """
     threads = scoring_threads()
-    prepare = partial(_prepare, folder=folder,
-                      draft_size=model.preprocessing["resize_size"] if units else None)
+    faces = FaceModels(options.weights_dir) if options.faces and units else None
+    prepare = partial(_prepare, folder=folder, faces=faces, draft_size=max(
+        model.preprocessing["resize_size"], options.focus_side) if units else None)
     pool = ThreadPoolExecutor(threads, thread_name_prefix="cull-score")
     try:
         prepared = _in_order(pool, prepare, units, ahead=PREFETCH_PER_THREAD * threads)
@@ -233,10 +199,13 @@ def _score(units: list[tuple[Path, list[Path]]], folder: Path, model, options: C
                         scored.append(entry)
                 if images:
                     predicted = model.predict(images)
-                    for entry, quality, keep_prob in zip(scored, predicted["quality"],
-                                                         predicted["keep_prob"]):
-                        journal.record({**entry, "quality": round(float(quality), 4),
-                                        "keep_prob": round(float(keep_prob), 4)})
+                    for row, (entry, quality, keep_prob) in enumerate(zip(
+                            scored, predicted["quality"], predicted["keep_prob"])):
+                        if row in predicted["errors"]:  # NaN or inf: no score to decide on
+                            journal.record(_failed(entry, predicted["errors"][row]))
+                        else:
+                            journal.record({**entry, "quality": round(float(quality), 4),
+                                            "keep_prob": round(float(keep_prob), 4)})
                 bar.update(len(batch))
     finally:  # on an error, photos not yet started are not decoded in vain
         pool.shutdown(wait=True, cancel_futures=True)
@@ -259,38 +228,47 @@ def _in_order(pool: ThreadPoolExecutor, work, items, ahead: int):
         yield done
 
 
-def _prepare(unit: tuple[Path, list[Path]], folder: Path,
-             draft_size: int | None) -> tuple[dict, Image.Image | None]:
+def _prepare(unit: tuple[Path, list[Path]], folder: Path, draft_size: int | None,
+             faces: FaceModels | None = None) -> tuple[dict, Image.Image | None]:
     """One photo's score line without the student's scores, and its decoded image; or its
     error line and None."""
     photo, companions = unit
     entry = {"source": str(photo), "image": str(photo.relative_to(folder)), "scored": True}
     try:
-        stat = photo.stat()
-        entry.update(size=stat.st_size, mtime_ns=stat.st_mtime_ns)
-        data = read_bytes(photo)
+        status = os.lstat(photo)
+        entry.update(size=status.st_size, mtime_ns=status.st_mtime_ns)
+        # cull moves files: a symbolic link (whose target lies elsewhere, and which would
+        # dangle in its new folder) is refused like a FIFO or a device, in every action
+        data = read_bytes(photo, follow_symlinks=False)
         # a JPEG decodes straight to about the student's scale, as labeling does
         decoded = decode_named(data, photo, draft_size=draft_size)
         entry["companions"] = [_companion(c) for c in companions]
     except (DecodeError, OSError) as exc:
-        return {**entry, "decision": "error", "error": str(exc), "done": True,
-                "action": "none"}, None
-    descriptor, measures = describe(decoded.image)
+        return _failed(entry, str(exc)), None
+    descriptor, measures = describe(decoded.image, faces)
     return {**entry, "sha256": safefs.sha256_bytes(data), "taken_at": decoded.taken_at,
             "descriptor": [round(float(v), 5) for v in descriptor],
-            "measures": {k: round(v, 5) for k, v in measures.items()}}, decoded.image
+            "measures": measures}, decoded.image
 
 
-def describe(image: Image.Image) -> tuple[np.ndarray, dict[str, float]]:
+def _failed(entry: dict, reason: str) -> dict:
+    return {**entry, "decision": "error", "error": reason, "done": True, "action": "none"}
+
+
+def describe(image: Image.Image, faces: FaceModels | None = None) -> tuple[np.ndarray, dict]:
     """The similar-shot descriptor and the technical measures, both from one copy at the
-    technical teacher's working size (one resize instead of two, on the hot path)."""
+    technical teacher's working size (one resize instead of two, on the hot path); the focus
+    (and the faces) at the decoded resolution."""
     working = image.copy()
     working.thumbnail((WORKING_SIDE, WORKING_SIDE), Image.Resampling.LANCZOS)
-    return offline_descriptor(working), measure(working)
+    measures = {k: round(v, 5) for k, v in {**measure(working), **measure_focus(image)}.items()}
+    if faces is not None:
+        measures["faces"] = faces.records(image)
+    return offline_descriptor(working), measures
 
 
 def _companion(path: Path) -> dict:
-    return {"source": str(path), "sha256": safefs.sha256_file(path)}
+    return {"source": str(path), "sha256": safefs.sha256_file(path, follow_symlinks=False)}
 
 
 def _decide_and_act(folder: Path, dest: Path, options: CullOptions, journal: Journal,
@@ -298,7 +276,7 @@ def _decide_and_act(folder: Path, dest: Path, options: CullOptions, journal: Jou
     waiting = [e for e in journal.entries.values() if "quality" in e and "decision" not in e
                and Path(e["source"]).is_relative_to(folder)]
     waiting.sort(key=lambda e: e["image"])
-    decided = []
+    decided, claims = [], SidecarClaims()
     for entry, decision in zip(waiting, decide(waiting, options.decide)):
         quality = entry["quality"]
         decided.append({
@@ -307,73 +285,9 @@ def _decide_and_act(folder: Path, dest: Path, options: CullOptions, journal: Jou
             "rating": xmp.rating_from_quality(quality),
             "pick_label": xmp.PICK_LABELS[decision["decision"]],
             "action": options.action, "xmp": options.xmp,
-            **_plan(entry, dest / decision["decision"] / entry["image"], options)})
+            **plan(entry, dest / decision["decision"] / entry["image"], options.action,
+                   options.xmp, claims)})
     if decided:
         journal.record_decisions(decided)  # every intent, with every path, before any action
     for entry in tqdm(decided, unit="img", desc=options.action, disable=not progress):
-        _finish(journal.entries[entry["source"]], journal)
-
-
-def _plan(entry: dict, wanted: Path, options: CullOptions) -> dict:
-    """Free target names for the photo and its companions, and where its sidecars go."""
-    photo = Path(entry["source"])
-    companions = [Path(c["source"]) for c in entry.get("companions", [])]
-    sidecars: dict[str, Path] = {}  # owner → its sidecar; a shared `IMG.xmp` listed once
-    for owner in [photo, *companions]:
-        found = _existing_sidecar(owner)
-        if found and found not in sidecars.values():
-            sidecars[str(owner)] = found
-    plan = {"sidecars": [{"source": str(s), "sha256": safefs.sha256_file(s), "owner": owner}
-                         for owner, s in sidecars.items()]}
-    if options.action == "dry":
-        return plan
-
-    def names(candidate: Path) -> list[Path]:
-        moved = [candidate.with_suffix(c.suffix) for c in companions]
-        owners = dict(zip([str(p) for p in [photo, *companions]], [candidate, *moved]))
-        return moved + [xmp.sidecar_after_move(s, Path(owner), owners[owner])
-                        for owner, s in sidecars.items()]
-
-    target = safefs.free_name(wanted, accept=lambda c: not any(n.exists() for n in names(c)))
-    plan["target"] = str(target)
-    for companion, moved in zip(entry.get("companions", []), names(target)):
-        companion["target"] = str(moved)
-    plan["companions"] = entry.get("companions", [])
-    if options.action == "move":
-        for sidecar, moved in zip(plan["sidecars"], names(target)[len(companions):]):
-            sidecar["target"] = str(moved)
-    return plan
-
-
-def _existing_sidecar(photo: Path) -> Path | None:
-    return next((c for c in xmp.sidecar_candidates(photo) if c.exists()), None)
-
-
-def _finish(entry: dict, journal: Journal) -> None:
-    """Carry out a journaled decision; safe to call again after a kill at any point."""
-    photo = Path(entry["source"])
-    files = [(photo, entry.get("target"), entry["sha256"])] + [
-        (Path(c["source"]), c.get("target"), c["sha256"]) for c in entry.get("companions", [])]
-    outcome, placed = {}, {str(p): p for p, _, _ in files}
-    try:
-        for source, target, sha256 in files:
-            if entry["action"] == "move":
-                if not source.exists() and not safefs.is_placed(Path(target), sha256):
-                    raise safefs.PlacementError(f"{source} vanished before it was moved, and "
-                                                f"{target} does not hold it")
-                safefs.move(source, Path(target), sha256)
-                placed[str(source)] = Path(target)
-            elif entry["action"] == "link":
-                safefs.link(source, Path(target))
-        for sidecar in entry.get("sidecars", []) if entry["action"] == "move" else []:
-            safefs.move(Path(sidecar["source"]), Path(sidecar["target"]), sidecar["sha256"])
-    except safefs.PlacementError as exc:
-        outcome["error"] = str(exc)
-    if entry["xmp"] and "error" not in outcome:
-        keywords = entry["flags"] + (["similar"] if entry.get("similar_to") else [])
-        try:  # the photo's sidecar, and each companion RAW's (once, if they share one)
-            for sidecar in dict.fromkeys(xmp.sidecar_for(where) for where in placed.values()):
-                xmp.write_sidecar(sidecar, entry["rating"], entry["pick_label"], keywords)
-        except xmp.XmpError as exc:
-            outcome["xmp_error"] = str(exc)
-    journal.record({"source": entry["source"], "done": True, **outcome})
+        finish(journal.entries[entry["source"]], journal)

@@ -29,12 +29,14 @@ from distill.deduplication.vectors import load_bench, run_descriptors
 from distill.errors import ConfigError, DistillError
 from distill.similar import (
     IndexSpec,
+    ShardSpec,
     bench_matches,
     clusters,
     exact_duplicate_pairs,
     keepers,
     near_duplicate_pairs,
     pair_similarity,
+    sharded_pairs,
 )
 
 # Offline: measured on benchmarks/dedup_accuracy.py (the highest τ whose duplicate-pair recall
@@ -60,11 +62,18 @@ def _column(table: pa.Table, name: str, default) -> list:
 
 
 def run_dedup(labels_dir, against=None, threshold: float | None = None, descriptor: str = "auto",
-              index: str | IndexSpec = "auto", *, progress: bool = True) -> dict:
-    """Dedup a labeling run in place: writes dedup.parquet and dedup_summary.json, returns the
-    summary. `index` is a kind (auto/flat/ivf/hnsw) or an IndexSpec with search parameters."""
+              index: str | IndexSpec = "auto", *, plan: str | ShardSpec = "single",
+              progress: bool = True) -> dict:
+    """Dedup a labeling run in place: writes dedup.parquet, dedup_pairs.parquet and
+    dedup_summary.json, returns the summary. `index` is a kind (auto/flat/ivf/hnsw) or an
+    IndexSpec with search parameters. `plan` "single" searches one index in this process;
+    "sharded" or a ShardSpec partitions by k-means and searches each cell exactly in tasks
+    (local processes or Ray), the plan that can outgrow one machine."""
     out = Path(labels_dir)
     spec = index if isinstance(index, IndexSpec) else IndexSpec(kind=index)
+    if plan not in ("single", "sharded") and not isinstance(plan, ShardSpec):
+        raise ConfigError(f"unknown plan {plan!r}; use single or sharded")
+    shards = ShardSpec() if plan == "sharded" else plan if isinstance(plan, ShardSpec) else None
     timings, clock = {}, time.perf_counter()
 
     def lap(name):
@@ -86,7 +95,12 @@ def run_dedup(labels_dir, against=None, threshold: float | None = None, descript
     lap("descriptors_s")
 
     exact_a, exact_b = exact_duplicate_pairs(sha1)
-    near_a, near_b, _, index_info = near_duplicate_pairs(vectors, valid, tau, spec, signs, progress)
+    if shards is None:
+        near_a, near_b, near_sim, index_info = near_duplicate_pairs(vectors, valid, tau, spec,
+                                                                    signs, progress)
+    else:
+        near_a, near_b, near_sim, index_info = sharded_pairs(vectors, valid, tau, shards, signs,
+                                                             progress)
     lap("near_duplicate_search_s")
     labels = clusters(n, np.r_[exact_a, near_a], np.r_[exact_b, near_b])
     reason, dup_of, similarity = _mark_duplicates(labels, quality, ids, sha1, vectors, valid,
@@ -103,6 +117,9 @@ def run_dedup(labels_dir, against=None, threshold: float | None = None, descript
 
     is_duplicate = np.array([r is not None for r in reason], dtype=bool)
     result = _dedup_table(ids, labels, is_duplicate, dup_of, similarity, reason)
+    # The pairs first: dedup.parquet, which training reads, is written only after them.
+    run_folder.write_table(out / run_folder.DEDUP_PAIRS,
+                           _pairs_table(ids, exact_a, exact_b, near_a, near_b, near_sim))
     run_folder.write_table(out / run_folder.DEDUP_FILE, result)
     lap("write_s")
     summary = {
@@ -155,6 +172,17 @@ def _dedup_table(ids, labels, is_duplicate, dup_of, similarity, reason) -> pa.Ta
     })
 
 
+def _pairs_table(ids, exact_a, exact_b, near_a, near_b, near_sim) -> pa.Table:
+    """The graph the clusters come from: every pair over τ (near) or with one sha1 (exact)."""
+    a, b = np.r_[exact_a, near_a].astype(np.int64), np.r_[exact_b, near_b].astype(np.int64)
+    return pa.table({
+        "image_id": pa.array([ids[r] for r in a], pa.string()),
+        "other_id": pa.array([ids[r] for r in b], pa.string()),
+        "similarity": pa.array(np.r_[np.ones(len(exact_a)), near_sim], pa.float32()),
+        "reason": pa.array(["exact"] * len(exact_a) + ["near"] * len(near_a), pa.string()),
+    })
+
+
 def _leakage_guard(against, vectors, valid, sha1, labels, spec, signs, tau, kind,
                    progress) -> dict:
     """Rows to drop for being in a cluster that touches the benchmark, with names and sims."""
@@ -182,9 +210,14 @@ def _leakage_guard(against, vectors, valid, sha1, labels, spec, signs, tau, kind
 
 
 def dedup(labels_dir, *, against=None, threshold: float | None = None, descriptor: str = "auto",
-          index: str = "auto", gpu: str = "auto", progress: bool = True, **search) -> dict:
+          index: str = "auto", gpu: str = "auto", plan: str = "single", clusters: int | None = None,
+          assign: int = 2, workers: int = 1, engine: str = "local", address: str | None = None,
+          progress: bool = True, **search) -> dict:
     """`distill dedup`: `search` holds the index's parameters (flat_limit, nlist, nprobe,
-    hnsw_m, ef_search, k); unset ones keep IndexSpec's defaults."""
+    hnsw_m, ef_search, k); unset ones keep IndexSpec's defaults. clusters, assign, workers,
+    engine and address shape the sharded plan."""
     spec = IndexSpec(kind=index, gpu=gpu, **{k: v for k, v in search.items() if v is not None})
+    shards = ShardSpec(clusters=clusters, assign=assign, workers=workers, engine=engine,
+                       address=address) if plan == "sharded" else plan
     return run_dedup(labels_dir, against=against, threshold=threshold, descriptor=descriptor,
-                     index=spec, progress=progress)
+                     index=spec, plan=shards, progress=progress)

@@ -63,7 +63,11 @@ def label_on_ray(config: LabelConfig, progress: bool = True, max_shards: int | N
     workers asked of the autoscaler up front, at most MAX shards in flight. Returns the
     summary once the run is complete, else None."""
     least, most = parse_workers(workers)
-    config, _source = open_run(config, progress, main=True)
+    device = "cuda" if gpus_per_worker else "cpu"
+    if config.device not in ("auto", device):
+        raise ConfigError(f"--device {config.device} with --engine ray: the workers' device "
+                          "follows --gpus-per-worker (0: cpu, more: cuda)")
+    config, _source = open_run(config, progress, device, main=True)
     out = Path(config.out)
     inputs = freeze_inputs(out, _source, config.source).num_rows
     total = -(-inputs // config.shard_size)
@@ -84,7 +88,6 @@ def label_on_ray(config: LabelConfig, progress: bool = True, max_shards: int | N
             return None  # another driver of this run is finalizing it
         try:
             if provenance is None:  # nothing was left to label: ask a worker what it would use
-                device = "cuda" if gpus_per_worker else "cpu"
                 remote = ray.remote(provenance).options(num_cpus=cpus_per_worker,
                                                                num_gpus=gpus_per_worker)
                 provenance = ray.get(remote.remote(LabelRun(out, config, device)))

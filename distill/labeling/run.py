@@ -1,8 +1,9 @@
 """Label stage: a source's images → teachers → resumable, distributed label run folder.
 
-Read top to bottom: freeze the input list, take this process's shards, decode and score them
-(on a CPU: in single-threaded worker processes; on a GPU: teachers here, decoding ahead in
-DataLoader processes or threads), write each shard atomically, then (rank 0) fuse.
+Read top to bottom: freeze the input list, claim shards (`claims.py`), decode and score them
+(on a CPU: in single-threaded worker processes; on a GPU: teachers here, batched, decoding
+ahead in DataLoader processes or threads, or JPEGs decoded on the GPU; `shard_work.py`),
+write each shard atomically, then (whoever wrote the last shard) fuse.
 """
 
 from __future__ import annotations
@@ -34,16 +35,21 @@ from distill.scoring import expand_teacher_sets
 from distill.sources import Source, absolute_source, create_source, guess_source
 from teachers import Teacher, create_teachers
 
-SHAPING_DECODE_KEYS = ("max_side", "draft", "min_side", "max_pixels")
+SHAPING_DECODE_KEYS = ("max_side", "draft", "min_side", "max_pixels", "jpeg_decoder")
+# Shaping keys added after runs were first recorded, with what those runs did: a run.json
+# without them compares as this.
+BEFORE_RECORDED = {"device": "cpu", "decode.jpeg_decoder": "pillow"}
 
 
-def run_shape(config: LabelConfig) -> dict:
+def run_shape(config: LabelConfig, device: str = "cpu") -> dict:
     """Everything that shapes a run's rows, as JSON: a resume must ask for exactly this.
-    (Workers, threads and batch size change only the speed.)"""
+    (Workers, threads and batch size change only the speed.) `device` is where the teachers
+    run; its kind is recorded (the classical teachers compute on a GPU batched, equal to the
+    CPU's to float tolerance, not to the bit), not which GPU of a multi-GPU run."""
     return _as_json({"source": config.source, "teachers": config.teachers,
                      "shard_size": config.shard_size,
                      "decode": {key: getattr(config.decode, key) for key in SHAPING_DECODE_KEYS},
-                     "fusion": to_dict(config.fusion)})
+                     "fusion": to_dict(config.fusion), "device": torch.device(device).type})
 
 
 def _as_json(value):
@@ -61,11 +67,11 @@ def _flatten(mapping: dict, prefix: str = "") -> dict:
     return flat
 
 
-def check_resume(out: Path, config: LabelConfig) -> None:
+def check_resume(out: Path, config: LabelConfig, device: str = "cpu") -> None:
     """Refuse to add shards made with other settings to a run. A fresh run records its
     settings; a run from before run.json existed keeps only the source check of
     `freeze_inputs`, since what made its shards is not known."""
-    shape = run_shape(config)
+    shape = run_shape(config, device)
     recorded = run_folder.read_run_shape(out)
     if recorded is None:
         if not (out / run_folder.INPUTS_FILE).exists():
@@ -73,7 +79,7 @@ def check_resume(out: Path, config: LabelConfig) -> None:
         return
     if isinstance(recorded.get("source"), dict):  # a run that recorded a relative path
         recorded["source"] = _as_json(absolute_source(recorded["source"]))
-    recorded, asked = _flatten(recorded), _flatten(shape)
+    recorded, asked = {**BEFORE_RECORDED, **_flatten(recorded)}, _flatten(shape)
     differs = sorted(key for key in recorded.keys() | asked.keys()
                      if recorded.get(key) != asked.get(key))
     if differs:
@@ -180,9 +186,10 @@ def score_workers(config: LabelConfig, teachers: list[Teacher], device: str,
     process scores (a GPU's, or networks' intra-op threads), and on a single core too."""
     if config.score_workers is not None:
         return config.score_workers
+    on_device = config.decode.jpeg_decoder != "pillow"  # images decoded here, for here
     cores = cores_per_process(processes)
     per_process = all(teacher.per_process for teacher in teachers)
-    return cores if device == "cpu" and per_process and cores >= 2 else 0
+    return cores if device == "cpu" and per_process and cores >= 2 and not on_device else 0
 
 
 def decode_workers(config: LabelConfig, processes: int = 1) -> int:
@@ -193,9 +200,24 @@ def decode_workers(config: LabelConfig, processes: int = 1) -> int:
     return 0 if cores <= 2 else min(8, cores // 4)
 
 
-def open_run(config: LabelConfig, progress: bool, main: bool = True) -> tuple[LabelConfig, Source]:
-    """Check a run can be started or resumed with `config`; `main` (one process of the run)
-    also clears what a killed run was writing and freezes the input list."""
+def check_device(asked: str) -> None:
+    """A GPU asked for and not here is the user's error: never a quiet run on the CPU."""
+    if not asked.startswith("cuda"):
+        return
+    if not torch.cuda.is_available():
+        raise ConfigError(f"device {asked}: torch sees no CUDA GPU here (torch "
+                          f"{torch.__version__}, CUDA build {torch.version.cuda or 'none'}); "
+                          "use --device cpu or auto")
+    index = int(asked.partition(":")[2] or 0)
+    if index >= torch.cuda.device_count():
+        raise ConfigError(f"device {asked}: torch sees {torch.cuda.device_count()} CUDA GPU(s)")
+
+
+def open_run(config: LabelConfig, progress: bool, device: str,
+             main: bool = True) -> tuple[LabelConfig, Source]:
+    """Check a run can be started or resumed with `config` with teachers on `device`; `main`
+    (one process of the run) also clears what a killed run was writing and freezes the
+    input list."""
     out = Path(config.out)
     # `--source photos` and `--source /home/me/photos` are one source, resumed alike
     config = dataclasses.replace(config, source=absolute_source(config.source))
@@ -204,7 +226,7 @@ def open_run(config: LabelConfig, progress: bool, main: bool = True) -> tuple[La
         run_folder.refuse_unless_empty(out)  # never label into a folder of other files
     # Every process checks (and none waits at a barrier for one that refused); a fresh run's
     # processes all write the same run.json, atomically.
-    check_resume(out, config)
+    check_resume(out, config, device)
     if main:
         for folder in (out, out / run_folder.SHARD_DIR):  # what a killed run was writing
             safefs.remove_stale_partials(folder)
@@ -224,16 +246,18 @@ def run_label(config: LabelConfig, progress: bool = True, max_shards: int | None
     if engine != "local":
         raise ConfigError(f"unknown engine {engine!r}; known: local, ray")
     began = time.time()
+    check_device(config.device)
     # cpu=True is what makes accelerate start a gloo group under torchrun on a CPU machine.
-    state = PartialState(cpu=not torch.cuda.is_available())
+    state = PartialState(cpu=config.device == "cpu" or not torch.cuda.is_available())
+    device = config.device if config.device not in ("auto", "cuda") else str(state.device)
     out = Path(config.out)
-    if str(state.device) == "cpu" and config.score_workers != 0:
+    if device == "cpu" and config.score_workers != 0:
         start_early()  # scoring workers are likely: their fork server imports meanwhile
-    config, source = open_run(config, progress, main=state.is_main_process)
+    config, source = open_run(config, progress, device, main=state.is_main_process)
     state.wait_for_everyone()  # the only barrier: at the start, when every rank is alive
     inputs = freeze_inputs(out, source, config.source)
-    teachers = create_teachers(config.teachers, config.weights_dir, device=str(state.device))
-    processes = score_workers(config, teachers, str(state.device), state.num_processes)
+    teachers = create_teachers(config.teachers, config.weights_dir, device=device)
+    processes = score_workers(config, teachers, device, state.num_processes)
     workers = 0 if processes else decode_workers(config, state.num_processes)
     # Every busy thread gets a core of its own: OpenMP teachers on an oversubscribed CPU
     # spin at their barriers and slow down by tens of times (measured on 2 cores).
@@ -242,7 +266,7 @@ def run_label(config: LabelConfig, progress: bool = True, max_shards: int | None
         threads = min(threads, int(os.environ["OMP_NUM_THREADS"]))
     torch.set_num_threads(max(1, threads))
 
-    run = LabelRun(out, config, str(state.device), processes, workers)
+    run = LabelRun(out, config, device, processes, workers)
     keep_teachers(run, source, teachers)
     total_shards = -(-inputs.num_rows // config.shard_size)
     done = run_folder.completed_shards(out)
@@ -263,31 +287,37 @@ def run_label(config: LabelConfig, progress: bool = True, max_shards: int | None
 
 
 def label(config: str | Path | dict | None = None, *, source: str | None = None,
-          teachers: str | list[str] | None = None, out: str | None = None,
+          teachers: str | list[str] | dict | None = None, out: str | None = None,
           shard_size: int | None = None, batch_size: int | None = None,
           score_workers: int | None = None, workers: int | None = None,
-          decode_threads: int | None = None,
+          decode_threads: int | None = None, device: str | None = None,
+          jpeg_decoder: str | None = None,
           max_side: int | None = None, max_shards: int | None = None,
           weights_dir: str | None = None, progress: bool = True, engine: str = "local",
           address: str | None = None, ray_workers: str | None = None,
           gpus_per_worker: float | None = None) -> dict | None:
     """`distill label`: a YAML config (a path, or its mapping) with these options over it.
     `source` is a folder, file list, parquet or tar shards (the kind is guessed); `teachers`
-    names teachers or sets ("offline", "brisque,piqe"). `engine="ray"` labels on a Ray
-    cluster (`address`, `ray_workers` "MIN:MAX", `gpus_per_worker`). Returns the summary (and
-    `out`) from the process that completed the run, else None."""
+    names teachers or sets ("offline", "brisque,piqe"), or maps them to their options
+    ({"nima": {"backbone": "vgg16"}}, as `teachers:` in a config). `engine="ray"` labels on a
+    Ray cluster (`address`, `ray_workers` "MIN:MAX", `gpus_per_worker`). Returns the summary
+    (and `out`) from the process that completed the run, else None."""
     mapping = dict(config) if isinstance(config, dict) else load_yaml(config) if config else {}
     if source:
         mapping["source"] = guess_source(source)
     if teachers:
+        given = teachers if isinstance(teachers, dict) else {}
         names, options = expand_teacher_sets(teachers.split(",") if isinstance(teachers, str)
-                                              else teachers)
-        mapping["teachers"] = {name: options.get(name, {}) for name in names}
+                                              else list(teachers))
+        # a set's own options first, then the caller's for that name (a set's members included)
+        mapping["teachers"] = {name: {**options.get(name, {}), **(given.get(name) or {})}
+                               for name in names}
     flags = {"out": out, "shard_size": shard_size, "batch_size": batch_size,
-             "weights_dir": weights_dir, "score_workers": score_workers}
+             "weights_dir": weights_dir, "score_workers": score_workers, "device": device}
     mapping.update({k: v for k, v in flags.items() if v is not None})
     decode = dict(mapping.get("decode") or {})
-    overrides = {"workers": workers, "threads": decode_threads, "max_side": max_side}
+    overrides = {"workers": workers, "threads": decode_threads, "max_side": max_side,
+                 "jpeg_decoder": jpeg_decoder}
     decode.update({k: v for k, v in overrides.items() if v is not None})
     mapping["decode"] = decode
     for key in ("source", "out"):

@@ -125,7 +125,7 @@ def label_shards(run: LabelRun, held: Iterable[leases.Lease],
         results = score_shards(config, inputs(), run.score_workers, bar)
     else:
         results = ((lease, score_here(shard, rows, source, teachers, config, bar,
-                                      run.decode_workers))
+                                      run.decode_workers, run.device))
                    for lease, shard, rows in inputs())
     try:
         for lease, result in results:

@@ -2,7 +2,9 @@
 
 The same two steps, `decode_item` and `score_batch`, run in this process (teachers here,
 decoding inline, in threads or in DataLoader processes ahead of them) or inside the scoring
-worker processes of `distill.labeling.workers`; either way a shard's rows are the same.
+worker processes of `distill.labeling.workers`; either way a shard's rows are the same. With
+`decode.jpeg_decoder: torchvision` the readers only read, and each batch is decoded on the
+teachers' device (`decode_on_device`).
 """
 
 from __future__ import annotations
@@ -25,33 +27,65 @@ from distill.sources import Source, SourceItem
 from teachers import Teacher
 
 
-def decode_item(source: Source, item: SourceItem, decode: DecodeConfig) -> tuple[Decoded | None, str | None]:
-    """(the decoded image, None) or (None, the reason it is an error row)."""
+def _decode_options(decode: DecodeConfig) -> dict:
+    return {"draft_size": decode.max_side if decode.draft else None, "max_side": decode.max_side,
+            "min_side": decode.min_side, "max_pixels": decode.max_pixels}
+
+
+def read_item(source: Source, item: SourceItem) -> tuple[bytes | None, str | None]:
+    """(the input's bytes, None) or (None, the reason it is an error row)."""
     if item.refused:
         return None, item.refused
     try:
-        data = source.read(item.locator)
-        return decode_named(data, item.path,
-                            draft_size=decode.max_side if decode.draft else None,
-                            max_side=decode.max_side, min_side=decode.min_side,
-                            max_pixels=decode.max_pixels), None
+        return source.read(item.locator), None
     except DecodeError as exc:
         return None, str(exc)
     except Exception as exc:  # noqa: BLE001 - any reader failure is this input's error row
         return None, f"unreadable: {type(exc).__name__}: {exc}"
 
 
-class ShardImages(Dataset):
-    """Decodes one shard's inputs; runs inside DataLoader workers or decode threads."""
+def decode_item(source: Source, item: SourceItem, decode: DecodeConfig) -> tuple[Decoded | None, str | None]:
+    """(the decoded image, None) or (None, the reason it is an error row)."""
+    data, reason = read_item(source, item)
+    if reason is not None:
+        return None, reason
+    try:
+        return decode_named(data, item.path, **_decode_options(decode)), None
+    except DecodeError as exc:
+        return None, str(exc)
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is this input's error row
+        return None, f"unreadable: {type(exc).__name__}: {exc}"
 
-    def __init__(self, source: Source, items: list[SourceItem], decode: DecodeConfig):
-        self.source, self.items, self.decode = source, items, decode
+
+class ShardImages(Dataset):
+    """Decodes one shard's inputs (or, `raw`, only reads their bytes); runs inside DataLoader
+    workers or decode threads."""
+
+    def __init__(self, source: Source, items: list[SourceItem], decode: DecodeConfig,
+                 raw: bool = False):
+        self.source, self.items, self.decode, self.raw = source, items, decode, raw
 
     def __len__(self):
         return len(self.items)
 
     def __getitem__(self, index: int):
+        if self.raw:
+            return (index, *read_item(self.source, self.items[index]))
         return (index, *decode_item(self.source, self.items[index], self.decode))
+
+
+def decode_on_device(batch: list[tuple[int, bytes | None, str | None]], inputs: list[dict],
+                     decode: DecodeConfig, device: str) -> list[tuple[int, Decoded | None, str | None]]:
+    """A batch of read inputs decoded by `decode_device` on `device`, in the shape the Pillow
+    path's batches have: (position, decoded, None) or (position, None, reason)."""
+    from distill.decode_device import decode_batch
+
+    readable = [(position, data) for position, data, reason in batch if reason is None]
+    decoded = dict(zip((position for position, _ in readable), decode_batch(
+        [(data, inputs[position]["path"]) for position, data in readable], device,
+        **_decode_options(decode))))
+    return [(position, *decoded[position]) if reason is None else (position, None, reason)
+            for position, _, reason in batch]
 
 
 @dataclass
@@ -109,11 +143,14 @@ def _identity(row: dict) -> dict:
 
 
 def score_here(index: int, inputs: list[dict], source: Source, teachers: list[Teacher],
-               config: LabelConfig, bar: tqdm | None, workers: int = 0) -> ShardResult:
+               config: LabelConfig, bar: tqdm | None, workers: int = 0,
+               device: str = "cpu") -> ShardResult:
     """Shard `index` (its input rows) with the teachers in this process; `workers`
-    DataLoader processes (or `config.decode.threads` threads) decode ahead of them."""
+    DataLoader processes (or `config.decode.threads` threads) decode ahead of them, or, with
+    the torchvision JPEG decoder, read the bytes that each batch then decodes on `device`."""
     items = [SourceItem.from_row(r) for r in inputs]
-    dataset = ShardImages(source, items, config.decode)
+    on_device = config.decode.jpeg_decoder == "torchvision"
+    dataset = ShardImages(source, items, config.decode, raw=on_device)
     if workers:
         loader = DataLoader(dataset, batch_size=config.batch_size, num_workers=workers,
                             prefetch_factor=config.decode.prefetch, collate_fn=list)
@@ -122,6 +159,8 @@ def score_here(index: int, inputs: list[dict], source: Source, teachers: list[Te
                                   config.decode.prefetch)
     result = ShardResult()
     for decoded_batch in loader:
+        if on_device:
+            decoded_batch = decode_on_device(decoded_batch, inputs, config.decode, device)
         score_decoded(teachers, source.name, index, inputs, decoded_batch, result)
         if bar is not None:
             bar.update(len(decoded_batch))

@@ -21,8 +21,9 @@ from distill.similar.search import (
     near_duplicate_pairs,
     pair_similarity,
 )
+from distill.similar.sharded import ShardSpec, sharded_pairs
 
 __all__ = ["FLAT_LIMIT", "NORMALISE_CHUNK", "OFFLINE_DIM", "OFFLINE_NAME", "IndexSpec",
-           "bench_matches", "build_index", "clusters", "exact_duplicate_pairs", "keepers",
+           "ShardSpec",           "bench_matches", "build_index", "clusters", "exact_duplicate_pairs", "keepers",
            "mirror_signs", "near_duplicate_pairs", "normalise_rows", "offline_descriptor",
-           "offline_descriptors", "pair_similarity", "read_embeddings"]
+           "offline_descriptors", "pair_similarity", "read_embeddings", "sharded_pairs"]

@@ -184,15 +184,25 @@ def near_duplicate_pairs(vectors: np.ndarray, valid: np.ndarray, threshold: floa
         # Rows still saturated when k covers the whole index are complete, not cut short.
         cut_short = len(pending) if k < len(rows) else 0
         handle.info["rows_over_max_k"] = handle.info.get("rows_over_max_k", 0) + cut_short
-    a, b = np.concatenate(found_a), np.concatenate(found_b)
+    a, b, sims, handle.info["candidate_pairs"] = rescore_candidates(
+        vectors, np.concatenate(found_a), np.concatenate(found_b), threshold, signs)
+    handle.info["search_s"] = round(time.perf_counter() - started, 3)
+    return a, b, sims, handle.info
+
+
+def rescore_candidates(vectors: np.ndarray, a: np.ndarray, b: np.ndarray, threshold: float,
+                       signs: np.ndarray | None = None
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Candidate row pairs, however found, as the unique pairs (a < b) whose exact cosine is
+    ≥ threshold, sorted, with that cosine and the number of distinct candidates: every search
+    plan applies τ through this one rule."""
     a, b = np.minimum(a, b), np.maximum(a, b)
-    keys = np.unique(a[a != b] * len(valid) + b[a != b])
-    a, b = keys // len(valid), keys % len(valid)
+    n = len(vectors)
+    keys = np.unique(a[a != b] * n + b[a != b])
+    a, b = keys // n, keys % n
     sims = pair_similarity(vectors, a, b, signs)
     keep = sims >= threshold
-    handle.info["search_s"] = round(time.perf_counter() - started, 3)
-    handle.info["candidate_pairs"] = len(keys)
-    return a[keep], b[keep], sims[keep], handle.info
+    return a[keep], b[keep], sims[keep], len(keys)
 
 
 def exact_duplicate_pairs(sha1: list[str | None]) -> tuple[np.ndarray, np.ndarray]:
