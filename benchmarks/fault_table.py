@@ -1,7 +1,7 @@
 """The fault and bad-input table: runs the suite's fault cases and records each one's outcome.
 
 Every case in tests/test_cull.py, test_faults.py, test_cull_groups.py, test_picks.py,
-test_inputs.py and test_cull_faults.py asserts that nothing is lost: the
+test_inputs.py, test_cull_faults.py and test_label_engines.py asserts that nothing is lost: the
 culling cases check that each original is byte-identical (sha256) and in exactly one place,
 the labeling cases that no rows are missing, mixed in or written twice, and the error cases
 that the user gets one line naming the file or key, never a traceback. So a passing case is
@@ -36,7 +36,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITES = ("tests/test_cull.py", "tests/test_faults.py", "tests/test_cull_groups.py",
-          "tests/test_picks.py", "tests/test_inputs.py", "tests/test_cull_faults.py")
+          "tests/test_picks.py", "tests/test_inputs.py", "tests/test_cull_faults.py",
+          "tests/test_label_engines.py")
 
 
 def run_suite() -> dict:

@@ -40,6 +40,17 @@ from distill.errors import DistillCommand
               help="Long side the teachers see, px (default 768; JPEGs decode in draft mode).")
 @click.option("--max-shards", type=click.IntRange(min=1), default=None,
               help="Label at most this many shards now and stop; the same command resumes.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: this process (or torchrun / accelerate ranks); ray: workers of a Ray "
+              "cluster (pip install 'distill[ray]').")
+@click.option("--address", default=None,
+              help="With --engine ray: the cluster, `auto` or ray://HOST:PORT (default: "
+              "$RAY_ADDRESS, else a Ray started on this machine).")
+@click.option("--ray-workers", default=None, metavar="MIN:MAX",
+              help="With --engine ray: workers asked of the autoscaler up front, and the most "
+              "shards in flight at once (default: none asked, as many as the cluster fits).")
+@click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=None,
+              help="With --engine ray: GPUs each worker needs (default 0: CPU workers).")
 @WEIGHTS_DIR_OPTION
 @NO_PROGRESS_OPTION
 def label(config_file, teacher_names, no_progress, **options):
@@ -47,8 +58,8 @@ def label(config_file, teacher_names, no_progress, **options):
 
     Writes OUT/shards/labels-NNNNN.parquet (+ embeddings-NNNNN.npy for CLIP teachers),
     OUT/errors.parquet and OUT/manifest.json. Killed runs resume exactly with the same
-    command. Under `torchrun --nproc_per_node N` or `accelerate launch` each process labels
-    its own shards. Example:
+    command. Under `torchrun --nproc_per_node N` or `accelerate launch` the processes claim
+    shards through lease files; `--engine ray` labels on a Ray cluster. Example:
 
         distill label --source ~/photos --teachers brisque,piqe --out runs/photos
     """

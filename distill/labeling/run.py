@@ -1,9 +1,9 @@
 """Label stage: a source's images → teachers → resumable, distributed label run folder.
 
-Read top to bottom: freeze the input list, take this process's shards, decode and score them
+Read top to bottom: freeze the input list, claim shards (`claims.py`), decode and score them
 (on a CPU: in single-threaded worker processes; on a GPU: teachers here, batched, decoding
-ahead in DataLoader processes or threads, or JPEGs decoded on the GPU), write each shard
-atomically, then (rank 0) fuse.
+ahead in DataLoader processes or threads, or JPEGs decoded on the GPU; `shard_work.py`),
+write each shard atomically, then (whoever wrote the last shard) fuse.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import torch
 from accelerate import PartialState
 from tqdm import tqdm
@@ -25,9 +24,11 @@ from distill import __version__, run_folder, safefs
 from distill.config import LabelConfig, from_mapping, load_yaml, to_dict
 from distill.errors import ConfigError
 from distill.labeling import inputs as input_list
+from distill.labeling import leases
+from distill.labeling.claims import label_claimed
 from distill.labeling.fusion import fuse_run
-from distill.labeling.shards import label_shard, write_result
-from distill.labeling.workers import score_shards, start_early
+from distill.labeling.shard_work import LabelRun, ShardRecord, keep_teachers
+from distill.labeling.workers import start_early
 from distill.scoring import expand_teacher_sets
 from distill.sources import Source, absolute_source, create_source, guess_source
 from teachers import Teacher, create_teachers
@@ -88,28 +89,38 @@ def check_resume(out: Path, config: LabelConfig, device: str = "cpu") -> None:
                           f"{hint}, or use a new --out")
 
 
-def freeze_inputs(out: Path, source: Source, source_config: dict, progress: bool = False) -> pa.Table:
+def freeze_inputs(out: Path, source: Source, source_config: dict, progress: bool = False) -> int:
     """`inputs.freeze_inputs` (streaming, one row group per shard of the size run.json
-    records), then the whole list for this process's shard loop."""
+    records); returns the number of inputs. No process holds the whole list: each shard
+    reads its own row group (`run_folder.read_shard_inputs`)."""
     shard_size = (run_folder.read_run_shape(out) or {}).get("shard_size") or LabelConfig.shard_size
-    input_list.freeze_inputs(out, source, source_config, shard_size, progress)
-    return run_folder.read_parquet(out / run_folder.INPUTS_FILE)
+    return input_list.freeze_inputs(out, source, source_config, shard_size, progress)
 
 
-def finalize(out: Path, config: LabelConfig, teachers: list[Teacher], inputs: pa.Table,
-             seconds: float, world: int) -> dict:
-    """Fuse over the whole run, merge errors, write the manifest; returns the summary."""
+def finalize(out: Path, config: LabelConfig, provenance: list[dict], inputs: int,
+             seconds: float, world: int, ledger: list[ShardRecord], engine: str = "local") -> dict:
+    """Fuse over the whole run, merge errors, write the manifest; returns the summary, with
+    `ledger`: the records of the shards labeled by this call (all of its workers)."""
+    safefs.remove_stale_partials(out / run_folder.SHARD_DIR)  # a killed worker's, on this host
+    leases.clear_shard_leases(out)
     fused = fuse_run(out, config.fusion)
     errors = run_folder.merge_errors(out)
     labels = fused.num_rows
     tiers = np.bincount(fused.column("tier").to_numpy(), minlength=3) if labels else np.zeros(3, int)
     keep = int(np.sum(np.asarray(fused.column("label").to_pylist()) == "keep")) if labels else 0
+    workers: dict[str, int] = {}
+    for record in ledger:
+        worker = f"{record.host}:{record.pid}"
+        workers[worker] = workers.get(worker, 0) + 1
     summary = {
-        "inputs": inputs.num_rows, "labeled": labels, "errors": errors.num_rows,
+        "inputs": inputs, "labeled": labels, "errors": errors.num_rows,
         "keep": keep, "keep_ratio": round(keep / labels, 4) if labels else None,
         "tiers": {"rejected": int(tiers[0]), "pending": int(tiers[1]), "accepted": int(tiers[2])},
         "seconds": round(seconds, 2),
-        "images_per_s": round(inputs.num_rows / seconds, 2) if seconds > 0 else None,
+        "images_per_s": round(inputs / seconds, 2) if seconds > 0 else None,
+        "engine": {"name": engine, "shards_labeled": len(ledger),
+                   "shards_retried": sum(record.attempt > 1 for record in ledger),
+                   "shards_by_worker": workers},
     }
     if summary["labeled"] + summary["errors"] != summary["inputs"]:
         raise RuntimeError(f"labeled + errors != inputs: {summary}")
@@ -117,13 +128,13 @@ def finalize(out: Path, config: LabelConfig, teachers: list[Teacher], inputs: pa
         "distill_version": __version__,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "config": to_dict(config),
-        "teachers": [t.provenance() for t in teachers],
+        "teachers": provenance,
         "shard_size": config.shard_size,
-        "shards": -(-inputs.num_rows // config.shard_size),
+        "shards": -(-inputs // config.shard_size),
         "processes": world,
         "summary": summary,
     })
-    return summary
+    return {**summary, "ledger": [record.as_dict() for record in ledger]}
 
 
 def cores_per_process(processes: int) -> int:
@@ -164,30 +175,49 @@ def check_device(asked: str) -> None:
         raise ConfigError(f"device {asked}: torch sees {torch.cuda.device_count()} CUDA GPU(s)")
 
 
-def run_label(config: LabelConfig, progress: bool = True, max_shards: int | None = None) -> dict | None:
-    """Label `config.source` into `config.out`. Under torchrun / accelerate launch each rank
-    takes shards k with k % world == rank. Returns the summary (on rank 0, once complete)."""
+def open_run(config: LabelConfig, progress: bool, device: str,
+             main: bool = True) -> tuple[LabelConfig, Source]:
+    """Check a run can be started or resumed with `config` with teachers on `device`; `main`
+    (one process of the run) also clears what a killed run was writing and freezes the
+    input list."""
+    out = Path(config.out)
+    # `--source photos` and `--source /home/me/photos` are one source, resumed alike
+    config = dataclasses.replace(config, source=absolute_source(config.source))
+    source = create_source(config.source)
+    if not run_folder.is_label_run(out):
+        run_folder.refuse_unless_empty(out)  # never label into a folder of other files
+    # Every process checks (and none waits at a barrier for one that refused); a fresh run's
+    # processes all write the same run.json, atomically.
+    check_resume(out, config, device)
+    if main:
+        for folder in (out, out / run_folder.SHARD_DIR):  # what a killed run was writing
+            safefs.remove_stale_partials(folder)
+        freeze_inputs(out, source, config.source, progress)
+    return config, source
+
+
+def run_label(config: LabelConfig, progress: bool = True, max_shards: int | None = None,
+              engine: str = "local", ray: dict | None = None) -> dict | None:
+    """Label `config.source` into `config.out`. Under torchrun / accelerate launch the ranks
+    claim shards through lease files; `engine="ray"` hands them to Ray workers instead
+    (`ray`: that engine's options). Returns the summary from the process that finalized."""
+    if engine == "ray":
+        from distill.labeling.ray_engine import label_on_ray
+
+        return label_on_ray(config, progress=progress, max_shards=max_shards, **(ray or {}))
+    if engine != "local":
+        raise ConfigError(f"unknown engine {engine!r}; known: local, ray")
+    began = time.time()
     check_device(config.device)
     # cpu=True is what makes accelerate start a gloo group under torchrun on a CPU machine.
     state = PartialState(cpu=config.device == "cpu" or not torch.cuda.is_available())
     device = config.device if config.device not in ("auto", "cuda") else str(state.device)
     out = Path(config.out)
-    # `--source photos` and `--source /home/me/photos` are one source, resumed alike
-    config = dataclasses.replace(config, source=absolute_source(config.source))
     if device == "cpu" and config.score_workers != 0:
         start_early()  # scoring workers are likely: their fork server imports meanwhile
-    source = create_source(config.source)
-    if not run_folder.is_label_run(out):
-        run_folder.refuse_unless_empty(out)  # never label into a folder of other files
-    # Every rank checks (and none waits at a barrier for a rank that refused); a fresh run's
-    # ranks all write the same run.json, atomically.
-    check_resume(out, config, device)
-    if state.is_main_process:
-        for folder in (out, out / run_folder.SHARD_DIR):  # what a killed run was writing
-            safefs.remove_stale_partials(folder)
-        inputs = freeze_inputs(out, source, config.source, progress)
-    state.wait_for_everyone()
-    inputs = freeze_inputs(out, source, config.source)
+    config, source = open_run(config, progress, device, main=state.is_main_process)
+    state.wait_for_everyone()  # the only barrier: at the start, when every rank is alive
+    inputs = freeze_inputs(out, source, config.source)  # how many: read from the file's footer
     teachers = create_teachers(config.teachers, config.weights_dir, device=device)
     processes = score_workers(config, teachers, device, state.num_processes)
     workers = 0 if processes else decode_workers(config, state.num_processes)
@@ -198,25 +228,24 @@ def run_label(config: LabelConfig, progress: bool = True, max_shards: int | None
         threads = min(threads, int(os.environ["OMP_NUM_THREADS"]))
     torch.set_num_threads(max(1, threads))
 
-    total_shards = -(-inputs.num_rows // config.shard_size)
+    run = LabelRun(out, config, device, processes, workers)
+    keep_teachers(run, source, teachers)
+    total_shards = -(-inputs // config.shard_size)
     done = run_folder.completed_shards(out)
-    mine = [k for k in range(total_shards) if k % state.num_processes == state.process_index
-            and k not in done][:max_shards]
-    todo = sum(min(config.shard_size, inputs.num_rows - k * config.shard_size) for k in mine)
+    todo = sum(min(config.shard_size, inputs - k * config.shard_size)
+               for k in range(total_shards) if k not in done)  # by every process of the run
+    todo = todo if max_shards is None else min(todo, max_shards * config.shard_size)
     started = time.perf_counter()
     with tqdm(total=todo, unit="img", desc=f"labeling (rank {state.process_index})",
               disable=not progress, dynamic_ncols=True) as bar:
-        if processes:
-            results = score_shards(config, inputs, mine, processes, bar)
-        else:
-            results = ((k, label_shard(k, inputs, source, teachers, config, bar, workers,
-                                       device)) for k in mine)
-        for index, result in results:
-            write_result(out, index, result)
-    state.wait_for_everyone()
-    if not state.is_main_process or len(run_folder.completed_shards(out)) < total_shards:
-        return None  # another rank finalizes, or --max-shards left work for the next call
-    return finalize(out, config, teachers, inputs, time.perf_counter() - started, state.num_processes)
+        ledger, final = label_claimed(run, total_shards, max_shards, bar, began)
+    if final is None:
+        return None  # another process finalizes, or --max-shards left work for the next call
+    try:
+        return finalize(out, config, [t.provenance() for t in teachers], inputs,
+                        time.perf_counter() - started, state.num_processes, ledger)
+    finally:
+        final.release()
 
 
 def label(config: str | Path | dict | None = None, *, source: str | None = None,
@@ -226,12 +255,15 @@ def label(config: str | Path | dict | None = None, *, source: str | None = None,
           decode_threads: int | None = None, device: str | None = None,
           jpeg_decoder: str | None = None,
           max_side: int | None = None, max_shards: int | None = None,
-          weights_dir: str | None = None, progress: bool = True) -> dict | None:
+          weights_dir: str | None = None, progress: bool = True, engine: str = "local",
+          address: str | None = None, ray_workers: str | None = None,
+          gpus_per_worker: float | None = None) -> dict | None:
     """`distill label`: a YAML config (a path, or its mapping) with these options over it.
     `source` is a folder, file list, parquet or tar shards (the kind is guessed); `teachers`
     names teachers or sets ("offline", "brisque,piqe"), or maps them to their options
-    ({"nima": {"backbone": "vgg16"}}, as `teachers:` in a config). Returns the summary (and `out`) once
-    the run is complete (on rank 0), else None."""
+    ({"nima": {"backbone": "vgg16"}}, as `teachers:` in a config). `engine="ray"` labels on a
+    Ray cluster (`address`, `ray_workers` "MIN:MAX", `gpus_per_worker`). Returns the summary
+    (and `out`) from the process that completed the run, else None."""
     mapping = dict(config) if isinstance(config, dict) else load_yaml(config) if config else {}
     if source:
         mapping["source"] = guess_source(source)
@@ -254,5 +286,12 @@ def label(config: str | Path | dict | None = None, *, source: str | None = None,
         if key not in mapping:
             raise ConfigError(f"give --{key} (or `{key}:` in --config)")
     config = from_mapping(LabelConfig, mapping)
-    summary = run_label(config, progress=progress, max_shards=max_shards)
+    ray_flags = {"--address": address, "--ray-workers": ray_workers,
+                 "--gpus-per-worker": gpus_per_worker}
+    given = [flag for flag, value in ray_flags.items() if value is not None]
+    if given and engine != "ray":
+        raise ConfigError(f"{given[0]} is an option of --engine ray")
+    ray = {"address": address, "workers": ray_workers, "gpus_per_worker": gpus_per_worker}
+    ray = {key: value for key, value in ray.items() if value is not None}
+    summary = run_label(config, progress=progress, max_shards=max_shards, engine=engine, ray=ray)
     return {**summary, "out": config.out} if summary else None

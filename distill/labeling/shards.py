@@ -100,11 +100,6 @@ class ShardResult:
         self.embeddings += other.embeddings
 
 
-def input_rows(inputs: pa.Table, index: int, shard_size: int) -> list[dict]:
-    """Shard `index`'s inputs (image_id, key, path, locator), in order."""
-    return inputs.slice(index * shard_size, shard_size).to_pylist()
-
-
 def score_decoded(teachers: list[Teacher], source_name: str, shard: int, inputs: list[dict],
                   decoded: list[tuple[int, Decoded | None, str | None]], result: ShardResult):
     """Rows for one decoded batch: an error row per decode failure, teachers on the rest."""
@@ -147,14 +142,13 @@ def _identity(row: dict) -> dict:
     return {k: row[k] for k in ("image_id", "source", "path", "shard")}
 
 
-def label_shard(index: int, inputs: pa.Table, source: Source, teachers: list[Teacher],
-                config: LabelConfig, bar: tqdm, workers: int = 0,
-                device: str = "cpu") -> ShardResult:
-    """One shard with the teachers in this process; `workers` DataLoader processes (or
-    `config.decode.threads` threads) decode ahead of them, or, with the torchvision JPEG
-    decoder, read the bytes that each batch then decodes on `device`."""
-    chunk = input_rows(inputs, index, config.shard_size)
-    items = [SourceItem.from_row(r) for r in chunk]
+def score_here(index: int, inputs: list[dict], source: Source, teachers: list[Teacher],
+               config: LabelConfig, bar: tqdm | None, workers: int = 0,
+               device: str = "cpu") -> ShardResult:
+    """Shard `index` (its input rows) with the teachers in this process; `workers`
+    DataLoader processes (or `config.decode.threads` threads) decode ahead of them, or, with
+    the torchvision JPEG decoder, read the bytes that each batch then decodes on `device`."""
+    items = [SourceItem.from_row(r) for r in inputs]
     on_device = config.decode.jpeg_decoder == "torchvision"
     dataset = ShardImages(source, items, config.decode, raw=on_device)
     if workers:
@@ -166,9 +160,10 @@ def label_shard(index: int, inputs: pa.Table, source: Source, teachers: list[Tea
     result = ShardResult()
     for decoded_batch in loader:
         if on_device:
-            decoded_batch = decode_on_device(decoded_batch, chunk, config.decode, device)
-        score_decoded(teachers, source.name, index, chunk, decoded_batch, result)
-        bar.update(len(decoded_batch))
+            decoded_batch = decode_on_device(decoded_batch, inputs, config.decode, device)
+        score_decoded(teachers, source.name, index, inputs, decoded_batch, result)
+        if bar is not None:
+            bar.update(len(decoded_batch))
     return result
 
 

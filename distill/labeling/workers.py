@@ -22,16 +22,16 @@ from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from typing import TypeVar
 
 import psutil
-import pyarrow as pa
 import threadpoolctl
 import torch
 from tqdm import tqdm
 
 from distill.config import LabelConfig
 from distill.errors import DistillError
-from distill.labeling.shards import ShardResult, decode_item, input_rows, score_decoded
+from distill.labeling.shards import ShardResult, decode_item, score_decoded
 from distill.sources import SourceItem, create_source
 from teachers import create_teachers
 
@@ -41,24 +41,29 @@ PARENT_CHECK_S = 1.0
 # (pyiqa, OpenCV) and tables (the AGGD grid) in memory: making its teachers takes ~0 s, not 2
 PRELOAD = [__name__, "teachers.iqa", "teachers._fast_iqa", "teachers.technical"]
 
+T = TypeVar("T")
 _WORKER: dict = {}  # this worker process's source, teachers and config
 
 
 def _start_worker(config: LabelConfig, parent: int) -> None:
-    import cv2
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
-    # one thread in every pool: torch's, OpenCV's, and numpy's and scipy's OpenBLAS, whose
-    # threads spin after each call and would take the other workers' cores
-    threadpoolctl.threadpool_limits(1)
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)
+    limit_threads(1)
     try:
         teachers = create_teachers(config.teachers, config.weights_dir, device="cpu")
         _WORKER.update(source=create_source(config.source), teachers=teachers, config=config)
     except Exception as exc:  # noqa: BLE001 - said by every task, not as "a worker died"
         _WORKER["failed"] = f"{type(exc).__name__}: {exc}"
+
+
+def limit_threads(count: int) -> None:
+    """`count` threads in every pool: torch's, OpenCV's, and numpy's and scipy's OpenBLAS,
+    whose threads spin after each call and would take the other workers' cores."""
+    import cv2
+
+    threadpoolctl.threadpool_limits(count)
+    torch.set_num_threads(count)
+    cv2.setNumThreads(count)
 
 
 def _exit_with(parent: int) -> None:
@@ -113,16 +118,17 @@ def start_early() -> None:
         forkserver.ensure_running()
 
 
-def score_shards(config: LabelConfig, inputs: pa.Table, shards: list[int], processes: int,
-                 bar: tqdm) -> Iterator[tuple[int, ShardResult]]:
-    """(shard, its result) for each of `shards`, in order, scored by `processes` workers, each
-    with its own teachers made from `config` (create them here first: that checks weights)."""
+def score_shards(config: LabelConfig, shards: Iterator[tuple[T, int, list[dict]]], processes: int,
+                 bar: tqdm | None = None) -> Iterator[tuple[T, ShardResult]]:
+    """(tag, its result) for each (tag, shard index, its input rows) of `shards`, in order, scored by
+    `processes` workers, each with its own teachers made from `config` (create them here
+    first: that checks weights). `shards` is read lazily, a shard when the workers need its
+    first batch, so that a shard is claimed only when work on it begins."""
     def batches():
-        for shard in shards:
-            rows = input_rows(inputs, shard, config.shard_size)
+        for tag, shard, rows in shards:
             for start in range(0, len(rows), config.batch_size):
                 chunk = rows[start:start + config.batch_size]
-                yield shard, chunk, start + config.batch_size >= len(rows)
+                yield tag, shard, chunk, start + config.batch_size >= len(rows)
 
     pending: deque = deque()
     tasks = batches()
@@ -135,15 +141,16 @@ def score_shards(config: LabelConfig, inputs: pa.Table, shards: list[int], proce
                 task = next(tasks, None)
                 if task is None:
                     break
-                shard, chunk, last = task
-                pending.append((shard, len(chunk), last, pool.submit(_score_chunk, shard, chunk)))
+                tag, shard, chunk, last = task
+                pending.append((tag, len(chunk), last, pool.submit(_score_chunk, shard, chunk)))
             if not pending:
                 return
-            shard, count, last, future = pending.popleft()
+            tag, count, last, future = pending.popleft()
             current.extend(future.result())
-            bar.update(count)
+            if bar is not None:
+                bar.update(count)
             if last:
-                yield shard, current
+                yield tag, current
                 current = ShardResult()
     except BrokenProcessPool as exc:
         raise DistillError(

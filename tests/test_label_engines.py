@@ -1,0 +1,262 @@
+"""Shards pulled by workers (issue 18): lease files, torchrun ranks that outlive a killed
+rank, and `--engine ray` on a local Ray cluster (a head and two 1-CPU nodes) whose workers
+are slowed, killed mid-shard and whose node is removed mid-run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from click.testing import CliRunner
+
+from benchmarks.ray_label import at_a_third_speed
+from distill import run_folder
+from distill.labeling import leases
+from tests.test_label import GOOD, _free_port, _rows, photo_folder  # noqa: F401
+
+ARGS = ["--teachers", "technical", "--shard-size", "1", "--batch-size", "1", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def reference(photo_folder, tmp_path_factory) -> Path:  # noqa: F811
+    """The rows `distill label` writes in one process: what every engine must write."""
+    from distill.labeling import label
+
+    out = tmp_path_factory.mktemp("reference") / "out"
+    label(source=str(photo_folder), out=str(out), teachers="technical", shard_size=1,
+          batch_size=1, progress=False)
+    return out
+
+
+def _shard_bytes(out: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted((out / "shards").iterdir())}
+
+
+def _held_leases(out: Path) -> list[tuple[int, dict]]:
+    """(shard, holder) of every lease on a shard not done yet."""
+    held = []
+    for path in (out / run_folder.SHARD_DIR).glob(".lease-[0-9]*"):
+        shard = int(path.name.split("-")[1].split(".")[0])
+        who = leases.holder(path)
+        if who and not run_folder.labels_path(out, shard).exists():
+            held.append((shard, who))
+    return held
+
+
+def _wait_for(condition, what: str, timeout: float = 240):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(0.005)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _assert_complete(out: Path, reference: Path) -> dict:
+    """0 rows lost, 0 duplicated, labeled + errors = inputs, no partial or lease files."""
+    summary = run_folder.read_manifest(out)["summary"]
+    assert summary["labeled"] + summary["errors"] == summary["inputs"] == GOOD
+    ids = run_folder.read_labels(out).column("image_id").to_pylist()
+    assert len(ids) == len(set(ids)) == GOOD
+    assert _rows(out) == _rows(reference)
+    assert _shard_bytes(out) == _shard_bytes(reference)
+    leftovers = [p.name for p in (out / "shards").iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+    return summary
+
+
+# -- leases -------------------------------------------------------------------------------
+
+def test_a_lease_is_exclusive_and_expires_with_its_holder(tmp_path):
+    first = leases.claim(tmp_path, "00003", seconds=60)
+    assert first is not None and first.attempt == 1
+    assert leases.claim(tmp_path, "00003", seconds=60) is None  # held, live
+    # a holder on another host that stopped beating: expired after the lease time
+    leases._HEARTBEAT.drop(first.path)
+    first.path.write_text(json.dumps({"host": "elsewhere", "pid": 1}))
+    os.utime(first.path, (time.time() - 120, time.time() - 120))
+    second = leases.claim(tmp_path, "00003", seconds=60)
+    assert second is not None and second.attempt == 2
+    # a holder on this host whose process is gone: expired at once, whatever its mtime
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    leases._HEARTBEAT.drop(second.path)
+    second.path.write_text(json.dumps({"host": socket.gethostname(), "pid": int(dead)}))
+    third = leases.claim(tmp_path, "00003", seconds=60)
+    assert third is not None and third.attempt == 3
+    third.release()
+    assert leases.attempts(tmp_path, "00003") == []
+
+
+def test_the_heartbeat_keeps_a_lease_alive_past_its_lease_time(tmp_path):
+    lease = leases.claim(tmp_path, leases.FINAL, seconds=0.2)
+    time.sleep(0.5)  # 2.5 lease times: only the heartbeat keeps it live
+    assert leases.is_live(lease.path, seconds=0.2)
+    assert leases.claim(tmp_path, leases.FINAL, seconds=0.2) is None
+    lease.release()
+
+
+def test_ray_options_need_the_ray_engine():
+    from distill.cli import main
+
+    result = CliRunner().invoke(main, ["label", "--source", ".", "--out", "x", "--address", "auto"])
+    assert result.exit_code != 0 and "--address is an option of --engine ray" in result.output
+
+
+# -- torchrun -------------------------------------------------------------------------------
+
+def test_torchrun_ranks_finish_a_killed_ranks_shards(photo_folder, reference, tmp_path):  # noqa: F811
+    """Two nodes (one torchrun each, static rendezvous): SIGKILL rank 1 mid-shard; rank 0
+    takes its shard over, labels the rest and finalizes, with no barrier to wait at. (Rank
+    0's torchrun agent then waits at torch's own exit barrier, up to 300 s, for the dead
+    node's agent: the test ends it once its rank has finished.)"""
+    out, port, printed = tmp_path / "out", str(_free_port()), tmp_path / "rank0.out"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    with open(printed, "w") as rank0_stdout:
+        agents = [subprocess.Popen(
+            [str(torchrun), "--nnodes", "2", "--node_rank", str(rank), "--nproc_per_node", "1",
+             "--master_addr", "127.0.0.1", "--master_port", port, "-m", "distill.cli", "label",
+             "--source", str(photo_folder), "--out", str(out), *ARGS],
+            stdout=rank0_stdout if rank == 0 else subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env=dict(os.environ, OMP_NUM_THREADS="1")) for rank in (0, 1)]
+    try:
+        def rank_one_mid_shard():
+            for _shard, who in _held_leases(out):
+                try:
+                    if psutil.Process(who["pid"]).environ().get("RANK") == "1":
+                        return who["pid"]
+                except psutil.NoSuchProcess:
+                    pass
+            return None
+
+        os.kill(_wait_for(rank_one_mid_shard, "rank 1 to hold a shard"), signal.SIGKILL)
+        rank0 = _wait_for(lambda: psutil.Process(agents[0].pid).children(), "rank 0")[0]
+        psutil.wait_procs([rank0], timeout=240)
+        assert agents[1].wait(timeout=60) != 0  # the killed rank's node failed
+    finally:
+        for agent in agents:
+            agent.kill()  # rank 0's waits at torch's exit barrier for the dead node's agent
+            agent.wait(timeout=60)
+    assert printed.read_text().count(f"inputs {GOOD}  labeled {GOOD}  errors 0") == 1
+    summary = _assert_complete(out, reference)
+    assert summary["engine"]["shards_retried"] >= 1  # rank 1's shard, taken over
+
+
+# -- Ray ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """One local cluster for every Ray test (each start costs seconds): a head with no CPU
+    for tasks and two 1-CPU nodes, joined once by this process, so that the workers (one per
+    node, their imports done) serve every test; yields (cluster, the workers' pids)."""
+    ray = pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True,
+                      head_node_args={"num_cpus": 0, "include_dashboard": False})
+    for _ in range(2):
+        cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, logging_level="WARNING")
+
+    def warm(seconds):  # a task's process imports what labeling needs, then says who it is
+        import distill.labeling.shard_work  # noqa: F401
+
+        time.sleep(seconds)
+        return os.getpid()
+
+    # two 1-CPU tasks at once: one on each node
+    pids = ray.get([ray.remote(warm).options(num_cpus=1).remote(1.0) for _ in range(2)])
+    assert len(set(pids)) == 2
+    yield cluster, pids
+    ray.shutdown()
+    cluster.shutdown()
+
+
+def _label_on_ray(source: Path, out: Path) -> dict:
+    from distill.labeling import label
+
+    return label(source=str(source), out=str(out), teachers="technical", shard_size=1,
+                 batch_size=1, engine="ray", progress=False)
+
+
+def _in_background(action) -> threading.Thread:
+    failures = []
+
+    def run():
+        try:
+            action()
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            failures.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.failures = failures
+    thread.start()
+    return thread
+
+
+def test_ray_a_slowed_worker_holds_one_shard_and_the_rows_are_local_bytes(
+        ray_cluster, photo_folder, reference, tmp_path):  # noqa: F811
+    _cluster, pids = ray_cluster
+    out, slowed = tmp_path / "out", pids[0]
+    with at_a_third_speed(slowed):
+        summary = _label_on_ray(photo_folder, out)
+    _assert_complete(out, reference)
+    by_worker = {int(worker.rsplit(":", 1)[1]): n
+                 for worker, n in summary["engine"]["shards_by_worker"].items()}
+    assert sum(by_worker.values()) == GOOD and by_worker.get(slowed, 0) < GOOD / 2, by_worker
+
+
+def test_ray_a_killed_worker_and_a_removed_node_lose_nothing(
+        ray_cluster, photo_folder, reference, tmp_path):  # noqa: F811
+    cluster, _pids = ray_cluster
+    out, killed = tmp_path / "out", []
+
+    def node_of(pid: int):
+        parents = {parent.pid for parent in psutil.Process(pid).parents()}
+        return next(node for node in cluster.worker_nodes
+                    if node.all_processes["raylet"][0].process.pid in parents)
+
+    def kill_a_worker_then_remove_a_node():
+        shard, who = _wait_for(lambda: next(iter(_held_leases(out)), None), "a shard")
+        os.kill(who["pid"], signal.SIGKILL)  # a worker exits mid-shard
+        killed.append(shard)
+        shard, who = _wait_for(lambda: next((h for h in _held_leases(out)
+                                             if psutil.pid_exists(h[1]["pid"])
+                                             and h[1]["pid"] != who["pid"]), None),
+                               "another shard")
+        cluster.remove_node(node_of(who["pid"]))  # and a node leaves mid-run
+        killed.append(shard)
+
+    chaos = _in_background(kill_a_worker_then_remove_a_node)
+    summary = _label_on_ray(photo_folder, out)
+    chaos.join()
+    assert not chaos.failures, chaos.failures
+    assert len(killed) == 2
+    _assert_complete(out, reference)
+    assert summary["engine"]["shards_retried"] >= 1  # the killed worker's shard at least
+
+
+def test_ray_workers_parse_as_min_max():
+    pytest.importorskip("ray")
+    from distill.errors import ConfigError
+    from distill.labeling.ray_engine import parse_workers
+
+    assert parse_workers("2:8") == (2, 8)
+    assert parse_workers("4") == (4, 4)
+    assert parse_workers(":8") == (0, 8)
+    assert parse_workers("2:") == (2, None)
+    assert parse_workers(None) == (0, None)
+    for bad in ("8:2", "x", "0:0", "-1:3"):
+        with pytest.raises(ConfigError, match="--ray-workers"):
+            parse_workers(bad)
