@@ -205,6 +205,7 @@ def _in_background(action) -> threading.Thread:
     return thread
 
 
+@pytest.mark.xdist_group("ray_cluster")  # one worker: the cluster fixture starts once
 def test_ray_a_slowed_worker_holds_one_shard_and_the_rows_are_local_bytes(
         ray_cluster, photo_folder, reference, tmp_path):  # noqa: F811
     _cluster, pids = ray_cluster
@@ -217,6 +218,7 @@ def test_ray_a_slowed_worker_holds_one_shard_and_the_rows_are_local_bytes(
     assert sum(by_worker.values()) == GOOD and by_worker.get(slowed, 0) < GOOD / 2, by_worker
 
 
+@pytest.mark.xdist_group("ray_cluster")  # one worker: the cluster fixture starts once
 def test_ray_a_killed_worker_and_a_removed_node_lose_nothing(
         ray_cluster, photo_folder, reference, tmp_path):  # noqa: F811
     cluster, _pids = ray_cluster
