@@ -184,3 +184,15 @@ def test_face_columns_are_the_faces_teachers_own():
     from teachers.faces import summary
 
     assert tuple(summary([])) == FACE_COLUMNS
+
+
+def test_cli_aux_flag_reaches_the_config(face_run, tmp_path):
+    from click.testing import CliRunner
+
+    from distill.cli import main
+
+    result = CliRunner().invoke(main, ["train", "--labels", str(face_run), "--student", "tiny",
+                                       "--out", str(tmp_path / "s"), "--no-progress",
+                                       "--aux", "faces, score_x"])
+    assert result.exit_code != 0
+    assert "no row has score_x" in result.output and "face_count" not in result.output

@@ -65,12 +65,13 @@ from distill.errors import DistillCommand, DistillError
               "files) given as arguments.")
 @NO_PROGRESS_OPTION
 def bench(reports, compare, out, **options):
-    """Benchmark a teacher (or, later, a student) on AVA, EVA, KonIQ-10k or a path,score CSV.
+    """Benchmark a teacher or a student on AVA, EVA, KonIQ-10k, a path,score CSV or a run.
 
     \b
       distill bench --model teacher:piqe --dataset ava --root /data/AVA
       distill bench --model teacher:nima --dataset koniq --root /data/koniq --split all
       distill bench --compare bench-ava-*/report.json --out table.md
+      distill bench --model runs/student/student.pt --dataset run --root runs/held-out
 
     Writes OUT/report.json, report.md (one summary row: SRCC/PLCC/KRCC with bootstrap 95%
     CIs, RMSE, accuracy at 5 and at the keep threshold, three-tier F1, ROC-AUC, img/s,
@@ -79,6 +80,8 @@ def bench(reports, compare, out, **options):
     Missing or undecodable images are listed in skipped.csv and counted; the run goes on.
     Teachers whose scale is not 1-10 get their thresholded metrics from quantile-matched
     scores (their ranking mapped onto the test set's own score distribution); reports say so.
+    On a run labeled with the faces teacher, a student trained with `--aux faces` is also
+    compared with the teacher's face_* columns (report.md: "Agreement with the faces teacher").
     """
     from distill.benchmarking import BenchOptions, compare_reports, default_out_dir, run_bench
 
