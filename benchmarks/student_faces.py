@@ -10,7 +10,7 @@ training pool, 70-99 the test pool (other people). Both pools are labeled by `di
 with the faces and technical teachers; the student is the quickstart's (`tiny`, random init,
 batch 32, lr 3e-3), trained once with `--aux faces` and once without, same seed.
 
-    python benchmarks/student_faces.py --weights-dir DIR [--steps 600]   # distill weights fetch
+    python benchmarks/student_faces.py --weights-dir DIR [--steps 2000] [--seed 0] [--aux-weight 0.5]
 """
 
 from __future__ import annotations
@@ -55,12 +55,14 @@ def label(workdir: Path, pool: str, weights_dir: str | None) -> dict:
                      weights_dir=weights_dir, progress=False)
 
 
-def train(workdir: Path, name: str, steps: int, aux: list[str]) -> tuple[dict, float]:
+def train(workdir: Path, name: str, steps: int, aux: list[str], seed: int,
+          aux_weight: float) -> tuple[dict, float]:
     from distill.config import from_mapping
     from distill.training import TrainConfig, run_train
 
     config = from_mapping(TrainConfig, {
-        "labels": str(workdir / "labels-train"), "out": str(workdir / name), "seed": 0,
+        "labels": str(workdir / "labels-train"), "out": str(workdir / name), "seed": seed,
+        "loss": {"aux": aux_weight},
         "student": {"name": "tiny", "init": "random", "dropout": 0.0, "aux_targets": aux},
         "eval_every": max(20, steps // 10), "checkpoint_every": steps,
         "early_stopping_patience": None, "tensorboard": False,
@@ -86,8 +88,10 @@ def bench(workdir: Path, name: str, pool: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights-dir", default=None)
-    parser.add_argument("--steps", type=int, default=600)
-    parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--steps", type=int, default=2000)  # the quickstart's
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--aux-weight", type=float, default=0.5)
+    parser.add_argument("--out", default=None, help="default results/student_faces[-seedN].json")
     args = parser.parse_args()
 
     from distill.scoring import FACE_COLUMNS
@@ -96,7 +100,8 @@ def main() -> None:
     result = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
               "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
                           "load_average_before": [round(v, 2) for v in os.getloadavg()]},
-              "steps": args.steps, "student": "tiny at 128 px, random init"}
+              "steps": args.steps, "seed": args.seed, "aux_weight": args.aux_weight,
+              "student": "tiny at 128 px, random init"}
     with tempfile.TemporaryDirectory(prefix="student-faces-") as folder:
         workdir = Path(folder)
         result["images"] = write_pools(workdir, FaceModels(args.weights_dir))
@@ -104,13 +109,16 @@ def main() -> None:
             labeled = label(workdir, pool, args.weights_dir)
             result[f"labeled_{pool}"] = {k: labeled[k] for k in ("labeled", "errors")}
         for name, aux in (("aux", list(FACE_COLUMNS)), ("plain", [])):
-            card, seconds = train(workdir, name, args.steps, aux)
+            card, seconds = train(workdir, name, args.steps, aux, args.seed, args.aux_weight)
             result[name] = {"train_seconds": round(seconds, 1), "val_metrics": card["val_metrics"],
                             "bench_test": bench(workdir, name, "test")}
             if aux:
                 result[name]["bench_train"] = bench(workdir, name, "train")
     result["machine"]["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
-    Path(args.out).write_text(json.dumps(result, indent=2, default=str) + "\n")
+    out = args.out or RESULTS.with_stem(RESULTS.stem + (f"-seed{args.seed}" if args.seed else "")
+                                        + (f"-aux{args.aux_weight:g}" if args.aux_weight != 0.5
+                                           else ""))
+    Path(out).write_text(json.dumps(result, indent=2, default=str) + "\n")
     print(json.dumps({k: result[k] for k in ("images", "aux", "plain")}, indent=1, default=str))
 
 
