@@ -7,7 +7,10 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 import distill
+from distill.errors import ConfigError
 from distill.sources import packaged_photos
 
 
@@ -42,3 +45,13 @@ def test_every_stage_runs_from_python(tmp_path):
     assert result["keep"] + result["pending"] + result["trash"] + result["error"] == 8
     scored = distill.score([photos], teachers="piqe", progress=False)
     assert len(scored.rows) == 8 and all("score_piqe" in row for row in scored.rows)
+
+
+def test_label_keeps_the_options_a_teachers_mapping_gives(tmp_path):
+    # A mapping's options reach the teacher: an unknown one is refused by name, not dropped.
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(packaged_photos()[0], photos)
+    with pytest.raises(ConfigError, match="no_such_option"):
+        distill.label(source=str(photos), teachers={"piqe": {"no_such_option": 1}},
+                      out=str(tmp_path / "out"), progress=False)

@@ -257,7 +257,7 @@ def run_label(config: LabelConfig, progress: bool = True, max_shards: int | None
 
 
 def label(config: str | Path | dict | None = None, *, source: str | None = None,
-          teachers: str | list[str] | None = None, out: str | None = None,
+          teachers: str | list[str] | dict | None = None, out: str | None = None,
           shard_size: int | None = None, batch_size: int | None = None,
           score_workers: int | None = None, workers: int | None = None,
           decode_threads: int | None = None, device: str | None = None,
@@ -266,15 +266,19 @@ def label(config: str | Path | dict | None = None, *, source: str | None = None,
           weights_dir: str | None = None, progress: bool = True) -> dict | None:
     """`distill label`: a YAML config (a path, or its mapping) with these options over it.
     `source` is a folder, file list, parquet or tar shards (the kind is guessed); `teachers`
-    names teachers or sets ("offline", "brisque,piqe"). Returns the summary (and `out`) once
+    names teachers or sets ("offline", "brisque,piqe"), or maps them to their options
+    ({"nima": {"backbone": "vgg16"}}, as `teachers:` in a config). Returns the summary (and `out`) once
     the run is complete (on rank 0), else None."""
     mapping = dict(config) if isinstance(config, dict) else load_yaml(config) if config else {}
     if source:
         mapping["source"] = guess_source(source)
     if teachers:
+        given = teachers if isinstance(teachers, dict) else {}
         names, options = expand_teacher_sets(teachers.split(",") if isinstance(teachers, str)
-                                              else teachers)
-        mapping["teachers"] = {name: options.get(name, {}) for name in names}
+                                              else list(teachers))
+        # a set's own options first, then the caller's for that name (a set's members included)
+        mapping["teachers"] = {name: {**options.get(name, {}), **(given.get(name) or {})}
+                               for name in names}
     flags = {"out": out, "shard_size": shard_size, "batch_size": batch_size,
              "weights_dir": weights_dir, "score_workers": score_workers, "device": device}
     mapping.update({k: v for k, v in flags.items() if v is not None})
