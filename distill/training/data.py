@@ -280,6 +280,13 @@ class TrainData:
     aux_targets: list[str] = field(default_factory=list)
     aux_scale: AuxScale | None = None
 
+    def aux_record(self) -> dict:
+        """Per aux target, for the model card: the scale the head predicts in, rows that had it."""
+        return {name: {"mean": float(mean), "std": float(std),
+                       "rows": self.summary["aux_rows"][name]}
+                for name, mean, std in zip(self.aux_targets, self.aux_scale.mean,
+                                           self.aux_scale.std)}
+
     def describe(self) -> str:
         s = self.summary
         return (f"{s['train']} train / {s['val']} val images ({s['duplicates_dropped']} "

@@ -319,10 +319,7 @@ def write_outputs(config: TrainConfig, data: TrainData, ema_model: torch.nn.Modu
                    "manifest_sha256": sha256_file(manifest_path) if manifest_path.exists() else None,
                    **data.summary},
         "function_matching": config.function_matching.enabled,
-        **({"aux_targets": {name: {"mean": float(m), "std": float(sd), "rows": data.summary[
-            "aux_rows"][name]} for name, m, sd in zip(data.aux_targets, data.aux_scale.mean,
-                                                      data.aux_scale.std)}}
-           if data.aux_targets else {}),
+        **({"aux_targets": data.aux_record()} if data.aux_targets else {}),
         "val_metrics": state.best_metrics,
         "val_metrics_note": (f"EMA weights at step {state.best_step}, the best val SRCC; these "
                              "are the weights in student.pt") if state.best_metrics else
