@@ -19,7 +19,6 @@ from PIL import Image
 from scipy import stats
 
 from distill import run_folder
-from distill.benchmarking import run_bench
 from distill.errors import ConfigError
 from distill.scoring import FACE_COLUMNS
 from distill.training import export as exporting
@@ -162,9 +161,18 @@ def test_onnx_exposes_aux_as_a_second_output(aux_student, face_run, tmp_path, st
 
 def test_bench_on_a_run_reports_agreement_with_the_faces_teacher(aux_student, face_run,
                                                                   tmp_path):
+    from click.testing import CliRunner
+
+    from distill.cli import main
+
     path, _ = aux_student
-    report = run_bench(str(path), "run", face_run, "all", tmp_path / "bench",
-                       latency_samples=0, n_resamples=0)
+    result = CliRunner().invoke(main, ["bench", "--model", str(path), "--dataset", "run",
+                                       "--root", str(face_run), "--split", "all",
+                                       "--out", str(tmp_path / "bench"), "--latency-samples",
+                                       "0", "--bootstrap", "0", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "faces teacher: face_min_eyes_open SRCC" in result.output
+    report = json.loads((tmp_path / "bench" / "report.json").read_text())
     faces = report["metrics"]["faces"]
     with (tmp_path / "bench" / "predictions.csv").open() as handle:
         rows = list(csv.DictReader(handle))
