@@ -10,7 +10,7 @@ training pool, 70-99 the test pool (other people). Both pools are labeled by `di
 with the faces and technical teachers; the student is the quickstart's (`tiny`, random init,
 batch 32, lr 3e-3), trained once with `--aux faces` and once without, same seed.
 
-    python benchmarks/student_faces.py --weights-dir DIR [--steps 2000] [--seed 0] [--aux-weight 0.5]
+    python benchmarks/student_faces.py --weights-dir DIR [--steps 2000] [--seed 0] [--aux-weight 0.2]
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def main() -> None:
     parser.add_argument("--weights-dir", default=None)
     parser.add_argument("--steps", type=int, default=2000)  # the quickstart's
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--aux-weight", type=float, default=0.5)
+    parser.add_argument("--aux-weight", type=float, default=0.5)  # the results without -auxW
     parser.add_argument("--out", default=None, help="default results/student_faces[-seedN].json")
     args = parser.parse_args()
 
