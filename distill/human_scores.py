@@ -1,4 +1,5 @@
-"""Benchmark datasets: AVA, EVA, KonIQ-10k and a generic `path,score` CSV, as ground-truth items.
+"""Benchmark datasets: AVA, EVA, KonIQ-10k, a generic `path,score` CSV and a labeling run, as
+ground-truth items.
 
 Each loader reads the dataset's own label file and returns every labelled image as a
 `BenchItem` (id, path, native mean score, vote std), then keeps the test split. Paths are not
@@ -16,6 +17,8 @@ maps native → 1–10 linearly through two anchor points:
 |         |                                   | 0→1 stretch would lift every image ≤ 0.9    |
 | koniq   | MOS, 1–5                          | linear, 1 → 1 and 5 → 10                    |
 | csv     | `score` column, 1–10 unless told  | linear from `--score-scale LO HI` to 1–10   |
+| run     | the run's fused teacher quality   | as is; its face_* columns (the faces        |
+|         |                                   | teacher's) ride along as `BenchItem.extras` |
 
 Splits (`split=`):
 - None: the dataset's official test split where the files hold one (AVA's `generic_test.jpgl`
@@ -44,7 +47,7 @@ import numpy as np
 from distill.decode import read_input
 from distill.errors import DistillError
 
-DATASETS = ("ava", "eva", "koniq", "csv")
+DATASETS = ("ava", "eva", "koniq", "csv", "run")
 HASH_TEST_PERCENT = 10
 AVA_OFFICIAL_LISTS = ("generic_test.jpgl", "generic_ls_test.jpgl", "test.jpgl")
 KONIQ_LABEL_FILES = ("koniq10k_scores_and_distributions.csv", "koniq10k_distributions_sets.csv")
@@ -58,6 +61,7 @@ class BenchItem:
     path: Path
     score: float  # ground truth on the dataset's native scale
     score_std: float = float("nan")  # spread of the votes, native scale; NaN where unknown
+    extras: dict = field(default_factory=dict, compare=False)  # a run's face_* columns
 
 
 @dataclass
@@ -266,8 +270,37 @@ def load_score_csv(root: Path, labels: Path | None) -> Labels:
     return read_labelled_csv(labels, {"path", "score"}, item, "split")
 
 
+def load_run(root: Path, labels: Path | None) -> Labels:
+    """A labeling run (`distill label`'s folder): its fused quality as the truth, and the faces
+    teacher's face_* columns, where the run has them, as `extras`."""
+    from distill import run_folder
+    from distill.scoring import FACE_COLUMNS
+
+    if labels is not None:
+        raise DistillError("--labels does not apply to --dataset run: its labels are ROOT's shards")
+    try:
+        rows = run_folder.read_labels(root).to_pylist()
+    except FileNotFoundError as exc:
+        raise DistillError(f"--root {root}: {exc}") from None
+
+    def number(value) -> float:
+        return float(value) if isinstance(value, int | float) else float("nan")
+
+    items = [BenchItem(row["image_id"], Path(row["path"]), number(row.get("quality")),
+                       extras={c: number(row.get(c)) for c in FACE_COLUMNS if c in row})
+             for row in rows if row.get("path") and np.isfinite(number(row.get("quality")))]
+    notes = [(f"truth: the run's fused teacher quality (1-10); {len(rows) - len(items)} rows "
+              "without a file path or a quality left out"),
+             ("a student is only held out from the rows it did not train on: bench a run it "
+              "never saw, or one whose test split it was not trained on")]
+    if not any(item.extras for item in items):
+        notes.append("the run has no face_* columns (label it with the faces teacher to "
+                     "measure agreement with it)")
+    return Labels(root / run_folder.SHARD_DIR, items, notes=notes)
+
+
 LOADERS: dict[str, Callable] = {
-    "ava": load_ava, "eva": load_eva, "koniq": load_koniq, "csv": load_score_csv}
+    "ava": load_ava, "eva": load_eva, "koniq": load_koniq, "csv": load_score_csv, "run": load_run}
 NATIVE_RANGES = {"ava": (1.0, 10.0), "eva": (0.0, 10.0), "koniq": (1.0, 5.0)}
 CULLING_ANCHORS = {"ava": (1.0, 10.0), "eva": (1.0, 10.0), "koniq": (1.0, 5.0)}
 

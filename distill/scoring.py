@@ -82,6 +82,11 @@ def keep_prob(quality, threshold: float, temperature: float):
     return float(probability) if np.ndim(probability) == 0 else probability
 
 
+# The per-photo measures the `faces` teacher writes as label-shard columns (teachers.faces
+# `summary`): what `train --aux faces` learns and `bench` compares a student with.
+FACE_COLUMNS = ("face_count", "face_eyes_closed", "face_min_sharpness", "face_min_eyes_open",
+                "face_exposure")
+
 # [worst, best] per teacher on its native scale; set from the teachers' published ranges and
 # from their scores on clean vs. distorted photos (pyiqa's calibration set, skimage's data).
 REFERENCE_RANGES = {

@@ -6,14 +6,18 @@
      "state_dict": {...},                    the weights (EMA when training used EMA)
      "preprocessing": {...},                 see students.preprocess.policy
      "outputs": ["quality", "keep_prob", "rating_1", ...],
+     "aux_outputs": ["face_min_eyes_open", ...],   only a student trained with aux_targets
      "card": {...}}                          the model card (also model_card.json)
+
+A student with aux targets is deployed with a second output, `aux` (N, len(aux_outputs)), in
+the label columns' own units; `scores` keeps its shape, so what reads it reads it unchanged.
 
 Plain tensors, numbers, strings and lists only, so `torch.load(weights_only=True)` reads it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +39,8 @@ def output_names(rating_bins: int) -> list[str]:
 
 class ScoresHead(nn.Module):
     """The deployed form: one (N, 2 [+ bins]) tensor of quality clamped to 1–10, keep
-    probability and the rating histogram; what TorchScript, ONNX and OpenCV run."""
+    probability and the rating histogram; what TorchScript, ONNX and OpenCV run. A student
+    with aux targets returns (scores, aux), aux in the label columns' units."""
 
     def __init__(self, student: nn.Module):
         super().__init__()
@@ -50,7 +55,10 @@ class ScoresHead(nn.Module):
                    (torch.sigmoid(keep_logit) + (keep_logit - keep_logit)).unsqueeze(1)]
         if "rating_logits" in out:
             columns.append(torch.softmax(out["rating_logits"], dim=1))
-        return torch.cat(columns, dim=1)
+        scores = torch.cat(columns, dim=1)
+        if "aux" in out:
+            return scores, self.student.aux_native(out["aux"])
+        return scores
 
 
 def save_student(path: Path, model: nn.Module, name: str, opts: dict, preprocessing: dict,
@@ -61,6 +69,8 @@ def save_student(path: Path, model: nn.Module, name: str, opts: dict, preprocess
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "preprocessing": preprocessing, "outputs": output_names(rating_bins), "card": card,
     }
+    if opts.get("aux_targets"):
+        payload["aux_outputs"] = list(opts["aux_targets"])
     with atomic_write(path) as partial:
         torch.save(payload, partial)
 
@@ -73,19 +83,24 @@ class LoadedStudent:
     preprocessing: dict
     outputs: list[str]
     card: dict
+    aux_outputs: list[str] = field(default_factory=list)
 
     def scores_head(self) -> ScoresHead:
         return ScoresHead(self.model).eval()
 
     @torch.no_grad()
     def predict(self, images: list[Image.Image], batch_size: int = 32) -> dict[str, np.ndarray]:
-        """RGB photos → {"quality": (N,), "keep_prob": (N,)[, "rating": (N, bins)], "errors"}
-        (`students.predictions`: a photo with a non-finite score is an error)."""
+        """RGB photos → {"quality": (N,), "keep_prob": (N,)[, "rating": (N, bins)][, "aux":
+        {target: (N,)}], "errors"} (`students.predictions`: a photo with a non-finite score is
+        an error)."""
         head = self.scores_head()
         parts = [head(preprocess.batch(images[i:i + batch_size], self.preprocessing))
                  for i in range(0, len(images), batch_size)]
+        if self.aux_outputs:
+            parts, aux_parts = [p[0] for p in parts], [p[1] for p in parts]
+            aux = torch.cat(aux_parts).numpy() if aux_parts else np.zeros((0, len(self.aux_outputs)))
         scores = torch.cat(parts).numpy() if parts else np.zeros((0, len(self.outputs)))
-        return as_predictions(scores)
+        return as_predictions(scores, aux if self.aux_outputs else None, self.aux_outputs)
 
 
 def load_student(path: str | Path) -> LoadedStudent:
@@ -114,4 +129,4 @@ def load_student(path: str | Path) -> LoadedStudent:
                            f"({first})") from None
     model.eval()
     return LoadedStudent(model, payload["student"], payload["opts"], payload["preprocessing"],
-                         payload["outputs"], payload["card"])
+                         payload["outputs"], payload["card"], payload.get("aux_outputs", []))

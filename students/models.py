@@ -3,6 +3,9 @@
     quality       1–10 (the fused teacher scale), one linear unit
     keep_logit    log-odds of "keep", one linear unit
     rating_logits 10-bin rating histogram (NIMA-style), only when `rating_bins` > 0
+    aux           auxiliary targets (label-shard columns such as face_min_eyes_open), one linear
+                  unit each, only when `aux_targets` is given; standardised by the buffers
+                  aux_mean and aux_std (the training rows' statistics): `aux_native` undoes it
 
 Backbones come from timm, built without its hub. ImageNet-pretrained initialisation is read
 from the weights folder (`teachers.weights.weights_dir()`) when a file is there:
@@ -50,7 +53,7 @@ class StudentNet(nn.Module):
     """
 
     def __init__(self, backbone: nn.Module, features: int, rating_bins: int = 0,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, aux_targets: tuple[str, ...] | list[str] = ()):
         super().__init__()
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
@@ -59,6 +62,13 @@ class StudentNet(nn.Module):
         self.quality = nn.Linear(features, 1)
         self.keep = nn.Linear(features, 1)
         self.rating = nn.Linear(features, rating_bins) if rating_bins else None
+        self.aux_targets = list(aux_targets)
+        self.aux = nn.Linear(features, len(aux_targets)) if aux_targets else None
+        if aux_targets:  # a student without aux targets has exactly its old state_dict
+            self.register_buffer("aux_mean", torch.zeros(len(aux_targets)))
+            self.register_buffer("aux_std", torch.ones(len(aux_targets)))
+            nn.init.zeros_(self.aux.weight)  # starts at the training rows' mean
+            nn.init.zeros_(self.aux.bias)
         nn.init.zeros_(self.quality.weight)
         nn.init.constant_(self.quality.bias, 5.5)  # start at the middle of the 1–10 scale
         self.init: dict = {"kind": "random"}  # set by the factory: what the backbone started from
@@ -69,7 +79,19 @@ class StudentNet(nn.Module):
                "keep_logit": self.keep(features).squeeze(1)}
         if self.rating is not None:
             out["rating_logits"] = self.rating(features)
+        if self.aux is not None:
+            out["aux"] = self.aux(features)
         return out
+
+    def set_aux_scale(self, mean, std) -> None:
+        """The training rows' mean and std of each aux target: the head predicts in their units."""
+        with torch.no_grad():
+            self.aux_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+            self.aux_std.copy_(torch.as_tensor(std, dtype=torch.float32))
+
+    def aux_native(self, aux: torch.Tensor) -> torch.Tensor:
+        """Standardised aux predictions → the label columns' own units."""
+        return aux * self.aux_std + self.aux_mean
 
 
 class TinyCNN(nn.Module):
@@ -135,7 +157,8 @@ def load_imagenet(backbone_net: nn.Module, path: Path) -> dict:
 
 
 def build_student(backbone: str, *, init: str = "auto", rating_bins: int = 0,
-                  dropout: float = 0.2, weights_dir: str | None = None) -> StudentNet:
+                  dropout: float = 0.2, weights_dir: str | None = None,
+                  aux_targets: tuple[str, ...] | list[str] = ()) -> StudentNet:
     """A timm backbone with the student heads. `init`: auto (ImageNet file if present, else
     random), imagenet (the file must exist), random."""
     import timm
@@ -160,31 +183,31 @@ def build_student(backbone: str, *, init: str = "auto", rating_bins: int = 0,
                                                           backbone, reason)
     with torch.no_grad():  # timm's num_features is pre-head for MobileNetV3: ask the net
         features = net.eval()(torch.zeros(1, 3, 64, 64)).shape[1]
-    model = StudentNet(net.train(), features, rating_bins, dropout)
+    model = StudentNet(net.train(), features, rating_bins, dropout, aux_targets)
     model.init = record
     return model
 
 
 def _small_cnn(name: str, backbone: TinyCNN, rating_bins: int, dropout: float,
-               init: str) -> StudentNet:
+               init: str, aux_targets) -> StudentNet:
     if init == "imagenet":
         raise ConfigError(f"student {name} has no ImageNet weights; use init: random")
-    model = StudentNet(backbone, backbone.num_features, rating_bins, dropout)
+    model = StudentNet(backbone, backbone.num_features, rating_bins, dropout, aux_targets)
     model.init = {"kind": "random", "reason": f"{name} has no pretrained weights"}
     return model
 
 
 def create_tiny(*, rating_bins: int = 0, dropout: float = 0.0, init: str = "random",
-                weights_dir: str | None = None) -> StudentNet:
+                weights_dir: str | None = None, aux_targets=()) -> StudentNet:
     """The tiny CNN student; it has no pretrained weights, so `init` must be random/auto."""
-    return _small_cnn("tiny", TinyCNN(), rating_bins, dropout, init)
+    return _small_cnn("tiny", TinyCNN(), rating_bins, dropout, init, aux_targets)
 
 
 def create_patch_cnn(*, rating_bins: int = 0, dropout: float = 0.0, init: str = "random",
-                     weights_dir: str | None = None) -> StudentNet:
+                     weights_dir: str | None = None, aux_targets=()) -> StudentNet:
     """A 4x4-patch stem and three 3x3 stride-2 blocks: the fastest student on a CPU."""
     return _small_cnn("patch_cnn", TinyCNN(widths=(24, 48, 96, 128), patch=4), rating_bins,
-                      dropout, init)
+                      dropout, init, aux_targets)
 
 
 def create_mobilenetv3_small(**opts) -> StudentNet:

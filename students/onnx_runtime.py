@@ -2,7 +2,8 @@
 model code: the same `predict(images)` as `students.checkpoint.LoadedStudent`.
 
 The preprocessing and output columns are read from the ONNX file's metadata
-(`distill.preprocessing`, `distill.outputs`), which the export writes.
+(`distill.preprocessing`, `distill.outputs`, and for a student with aux targets
+`distill.aux_outputs`, the columns of its second output `aux`), which the export writes.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class OnnxStudent:
         try:
             self.preprocessing = json.loads(metadata["distill.preprocessing"])
             self.outputs = json.loads(metadata["distill.outputs"])
+            self.aux_outputs = json.loads(metadata.get("distill.aux_outputs", "[]"))
             preprocess.check_policy(self.preprocessing)
         except (KeyError, ValueError, TypeError) as exc:
             raise DistillError(f"{self.path}: bad distill metadata ({type(exc).__name__}: {exc}); "
@@ -47,12 +49,19 @@ class OnnxStudent:
         self.name = metadata.get("distill.student", "student")
 
     def predict(self, images: list[Image.Image], batch_size: int = 32) -> dict[str, np.ndarray]:
-        """RGB photos → {"quality": (N,), "keep_prob": (N,)[, "rating": (N, bins)], "errors"}."""
-        parts = [self.session.run(["scores"], {"image": preprocess.batch(
-            images[i:i + batch_size], self.preprocessing).numpy()})[0]
+        """RGB photos → {"quality": (N,), "keep_prob": (N,)[, "rating": (N, bins)][, "aux":
+        {target: (N,)}], "errors"}."""
+        names = ["scores", "aux"] if self.aux_outputs else ["scores"]
+        parts = [self.session.run(names, {"image": preprocess.batch(
+            images[i:i + batch_size], self.preprocessing).numpy()})
             for i in range(0, len(images), batch_size)]
-        scores = np.concatenate(parts) if parts else np.zeros((0, len(self.outputs)), np.float32)
-        return as_predictions(scores)
+
+        def stacked(index: int, width: int) -> np.ndarray:
+            return (np.concatenate([p[index] for p in parts]) if parts
+                    else np.zeros((0, width), np.float32))
+
+        aux = stacked(1, len(self.aux_outputs)) if self.aux_outputs else None
+        return as_predictions(stacked(0, len(self.outputs)), aux, self.aux_outputs)
 
 
 def load_onnx_student(path: str | Path, threads: int | None = None) -> OnnxStudent:

@@ -125,7 +125,8 @@ def test_a_real_backbone_exports_to_opencv(tmp_path):
 
 def test_parity_failure_fails_the_export_and_removes_the_file(tiny_student, tmp_path, monkeypatch):
     real = exporting.run_opencv
-    monkeypatch.setattr(exporting, "run_opencv", lambda path, batch: real(path, batch) + 2e-4)
+    monkeypatch.setattr(exporting, "run_opencv",
+                        lambda path, batch, names: [o + 2e-4 for o in real(path, batch, names)])
     out = tmp_path / "bad.onnx"
     with pytest.raises(DistillError, match="parity failed.*opencv"):
         exporting.export_student(tiny_student, "onnx", out)

@@ -30,6 +30,7 @@ from scipy import stats
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import (
     accuracy_score,
+    balanced_accuracy_score,
     confusion_matrix,
     f1_score,
     precision_recall_fscore_support,
@@ -191,3 +192,60 @@ def compute_metrics(truth: np.ndarray, truth10: np.ndarray, oriented: np.ndarray
         "bootstrap": {"n_resamples": n_resamples, "method": "percentile, paired",
                       "seed": seed, "library": "scipy.stats.bootstrap"},
     }
+
+
+def face_agreement(teacher: dict[str, np.ndarray], student: dict[str, np.ndarray]) -> dict:
+    """A student's aux heads against the faces teacher's columns, image by image.
+
+    Per face_* column both have: Spearman, Pearson and MAE on the images where the teacher
+    measured it (face_min_eyes_open exists only where it found a face). Then two verdicts
+    as a photographer uses them: `has_face` (teacher face_count > 0 vs the student's
+    rounded count, over every image) and `any_eyes_closed` (over the images the teacher found
+    faces in: teacher face_eyes_closed > 0, or its least open eye below the teacher's own
+    threshold, against the student's predicted count ≥ 0.5 or least open eye below it), each
+    with accuracy, balanced accuracy, ROC-AUC of the student's continuous output, support."""
+    from teachers.faces import EYES_CLOSED_BELOW
+
+    report: dict = {"teacher": "faces", "columns": {}}
+    for name in sorted(set(teacher) & set(student)):
+        rows = np.isfinite(teacher[name]) & np.isfinite(student[name])
+        t, s = teacher[name][rows], student[name][rows]
+        report["columns"][name] = {
+            "n": int(rows.sum()),
+            "srcc": _number(_correlation("srcc")(t, s)) if rows.sum() > 2 else None,
+            "plcc": _number(_correlation("plcc")(t, s)) if rows.sum() > 2 else None,
+            "mae": float(np.mean(np.abs(t - s))) if rows.any() else None}
+    if "face_count" in teacher and "face_count" in student:
+        counted = np.isfinite(teacher["face_count"])  # images the faces teacher labeled
+        report["has_face"] = verdict_agreement(teacher["face_count"][counted] > 0,
+                                               student["face_count"][counted], 0.5)
+    with_faces = (teacher["face_count"] > 0 if "face_count" in teacher
+                  else np.isfinite(teacher.get("face_min_eyes_open", np.array([]))))
+    if "face_eyes_closed" in teacher:
+        closed = teacher["face_eyes_closed"] > 0
+    else:
+        closed = teacher.get("face_min_eyes_open", np.array([])) < EYES_CLOSED_BELOW
+    if "face_eyes_closed" in student:
+        report["any_eyes_closed"] = verdict_agreement(
+            closed[with_faces], student["face_eyes_closed"][with_faces], 0.5)
+        report["any_eyes_closed"]["student_output"] = "face_eyes_closed >= 0.5"
+    elif "face_min_eyes_open" in student:
+        report["any_eyes_closed"] = verdict_agreement(
+            closed[with_faces], -student["face_min_eyes_open"][with_faces], -EYES_CLOSED_BELOW)
+        report["any_eyes_closed"]["student_output"] = (f"face_min_eyes_open < "
+                                                       f"{EYES_CLOSED_BELOW:g}")
+    return report
+
+
+def verdict_agreement(truth: np.ndarray, score: np.ndarray, threshold: float) -> dict:
+    """A yes/no verdict of the teacher against the student's score (yes when ≥ threshold)."""
+    usable = np.isfinite(score)
+    truth, score = np.asarray(truth, bool)[usable], score[usable]
+    if not len(truth):
+        return {"n": 0, "accuracy": None, "balanced_accuracy": None, "roc_auc": None}
+    predicted = score >= threshold
+    both = truth.any() and not truth.all()
+    return {"n": len(truth), "positives": int(truth.sum()),
+            "accuracy": float(accuracy_score(truth, predicted)),
+            "balanced_accuracy": float(balanced_accuracy_score(truth, predicted)) if both else None,
+            "roc_auc": float(roc_auc_score(truth, score)) if both else None}

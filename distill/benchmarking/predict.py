@@ -29,6 +29,7 @@ class Predictions:
     quality: np.ndarray | None = None  # (N,) on the 1–10 culling scale, if the model has one
     keep_prob: np.ndarray | None = None  # (N,) P(keep) in [0, 1], if the model outputs one
     errors: dict[int, str] = field(default_factory=dict)  # image index → reason
+    aux: dict[str, np.ndarray] = field(default_factory=dict)  # a student's aux targets, (N,) each
 
 
 @runtime_checkable
@@ -179,13 +180,14 @@ class StudentPredictor:
         quality = np.asarray(out["quality"], dtype=np.float64)
         return Predictions(raw=quality, oriented=quality, quality=quality,
                            keep_prob=np.asarray(out["keep_prob"], dtype=np.float64),
-                           errors=dict(out["errors"]))
+                           errors=dict(out["errors"]), aux=out.get("aux", {}))
 
     def describe(self) -> dict:
         return {"higher_is_better": True, "native_range": list(CULLING_RANGE),
                 "input_size": self.student.preprocessing.get("image_size"),
                 "device": "cpu", "description": f"distilled student from {self.path}",
-                "quality_source": "native 1-10", "keep_source": "keep_prob head"}
+                "quality_source": "native 1-10", "keep_source": "keep_prob head",
+                "aux_outputs": list(getattr(self.student, "aux_outputs", []))}
 
     def provenance(self) -> dict:
         card = getattr(self.student, "card", {}) or {}

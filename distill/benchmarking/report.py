@@ -104,6 +104,7 @@ def render_markdown(report: dict) -> str:
         f"## Three tiers (accuracy {_fmt(tiers['accuracy'])}, macro F1 {_fmt(tiers['f1_macro'])})",
         per_class_table(tiers),
         markdown_table(("", *[f"pred {label}" for label in tiers["labels"]]), confusion),
+        *faces_section(metrics.get("faces")),
         "## Cost",
         markdown_table(("measure", "value", "note"), [
             ("params", _fmt(cost.get("params")), cost.get("params_note", "")),
@@ -117,6 +118,21 @@ def render_markdown(report: dict) -> str:
         "\n".join(f"![{name}]({file})" for name, file in report["files"]["plots"].items()),
     ]
     return "\n\n".join(part for part in parts if part) + "\n"
+
+
+def faces_section(faces: dict | None) -> list[str]:
+    """The student's aux heads against the faces teacher, when the bench measured them."""
+    if not faces:
+        return []
+    rows = [(name, _fmt(c["n"]), _fmt(c["srcc"]), _fmt(c["plcc"]), _fmt(c["mae"]))
+            for name, c in faces["columns"].items()]
+    verdicts = [(name, _fmt(v["n"]), _fmt(v.get("positives")), _fmt(v["accuracy"]),
+                 _fmt(v["balanced_accuracy"]), _fmt(v["roc_auc"]))
+                for name, v in faces.items() if name in ("has_face", "any_eyes_closed")]
+    return ["## Agreement with the faces teacher",
+            markdown_table(("column", "n", "SRCC", "PLCC", "MAE"), rows),
+            markdown_table(("verdict", "n", "teacher yes", "accuracy", "balanced acc.",
+                            "ROC-AUC"), verdicts) if verdicts else ""]
 
 
 def _save(figure: Figure, path: Path) -> None:

@@ -19,7 +19,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from distill.benchmarking.metrics import DEFAULT_KEEP_THRESHOLD, compute_metrics, quantile_match
+from distill.benchmarking.metrics import (
+    DEFAULT_KEEP_THRESHOLD,
+    compute_metrics,
+    face_agreement,
+    quantile_match,
+)
 from distill.benchmarking.predict import Predictor, load_predictor
 from distill.benchmarking.report import REPORT_SCHEMA, compare_reports, write_report
 from distill.decode import DecodeError, decode_path
@@ -59,6 +64,7 @@ class Scored:
     oriented: list[float] = field(default_factory=list)
     quality: list[float] = field(default_factory=list)  # NaN where the model has no 1–10 score
     keep_prob: list[float] = field(default_factory=list)  # NaN where it has no probability
+    aux: list[dict] = field(default_factory=list)  # a student's aux predictions per image
     skipped: list[dict] = field(default_factory=list)
     predict_seconds: float = 0.0
     latency_images: list = field(default_factory=list)  # a few decoded images, re-timed alone
@@ -99,6 +105,7 @@ def predict_items(predictor: Predictor, items: list[BenchItem], *, batch_size: i
                 scored.oriented.append(float(predictions.oriented[index]))
                 scored.quality.append(_at(predictions.quality, index))
                 scored.keep_prob.append(_at(predictions.keep_prob, index))
+                scored.aux.append({k: float(v[index]) for k, v in predictions.aux.items()})
                 if len(scored.latency_images) < latency_samples:
                     scored.latency_images.append(image)
         bar.update(len(chunk))
@@ -166,6 +173,14 @@ def evaluate(dataset: BenchDataset, scored: Scored, *, keep_threshold: float,
         "truth_1_10": truth10, "raw": np.array(scored.raw), "oriented": oriented,
         "quality_1_10": quality, "keep_score": keep_score,
     }
+    teacher = {name: np.array([item.extras.get(name, np.nan) for item in scored.items])
+               for name in {n for item in scored.items for n in item.extras}}
+    student = {name: np.array([row.get(name, np.nan) for row in scored.aux])
+               for name in {n for row in scored.aux for n in row}}
+    if teacher and student:  # a labeling run with the faces teacher, a student with aux heads
+        metrics["faces"] = face_agreement(teacher, student)
+        columns.update({f"teacher_{n}": v for n, v in sorted(teacher.items())})
+        columns.update({f"student_{n}": v for n, v in sorted(student.items())})
     return metrics, columns
 
 

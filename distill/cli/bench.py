@@ -21,12 +21,14 @@ from distill.errors import DistillCommand, DistillError
 @click.option("--model", "model", metavar="teacher:NAME|PATH",
               help="What to bench: teacher:NAME (see `distill teachers`), or a student file "
               "(student.pt from `distill train`, or student.onnx from `distill export`).")
-@click.option("--dataset", type=click.Choice(["ava", "eva", "koniq", "csv"]),
+@click.option("--dataset", type=click.Choice(["ava", "eva", "koniq", "csv", "run"]),
               help="ava: AVA.txt vote counts, images/<id>.jpg. eva: votes_filtered.csv "
               "('='-separated, one row per vote, averaged per image; 0-10 votes used as is on "
               "the 1-10 scale). koniq: koniq10k_scores_and_distributions.csv, images in "
               "1024x768/ or 512x384/; MOS 1-5 mapped 1->1, 5->10 for thresholds, native for "
-              "correlations. csv: a path,score file (default ROOT/scores.csv).")
+              "correlations. csv: a path,score file (default ROOT/scores.csv). run: a "
+              "labeling run (ROOT = `distill label`'s folder), its fused quality as the truth; "
+              "a student with aux heads is also compared with the run's face_* columns.")
 @click.option("--root", type=click.Path(file_okay=False), help="The dataset's folder.")
 @click.option("--split", default=None, metavar="official|hash|all|FILE",
               help="Test images. official: the dataset's own list (AVA generic_test.jpgl under "
@@ -63,12 +65,13 @@ from distill.errors import DistillCommand, DistillError
               "files) given as arguments.")
 @NO_PROGRESS_OPTION
 def bench(reports, compare, out, **options):
-    """Benchmark a teacher (or, later, a student) on AVA, EVA, KonIQ-10k or a path,score CSV.
+    """Benchmark a teacher or a student on AVA, EVA, KonIQ-10k, a path,score CSV or a run.
 
     \b
       distill bench --model teacher:piqe --dataset ava --root /data/AVA
       distill bench --model teacher:nima --dataset koniq --root /data/koniq --split all
       distill bench --compare bench-ava-*/report.json --out table.md
+      distill bench --model runs/student/student.pt --dataset run --root runs/held-out
 
     Writes OUT/report.json, report.md (one summary row: SRCC/PLCC/KRCC with bootstrap 95%
     CIs, RMSE, accuracy at 5 and at the keep threshold, three-tier F1, ROC-AUC, img/s,
@@ -77,6 +80,8 @@ def bench(reports, compare, out, **options):
     Missing or undecodable images are listed in skipped.csv and counted; the run goes on.
     Teachers whose scale is not 1-10 get their thresholded metrics from quantile-matched
     scores (their ranking mapped onto the test set's own score distribution); reports say so.
+    On a run labeled with the faces teacher, a student trained with `--aux faces` is also
+    compared with the teacher's face_* columns (report.md: "Agreement with the faces teacher").
     """
     from distill.benchmarking import BenchOptions, compare_reports, default_out_dir, run_bench
 
@@ -104,6 +109,13 @@ def bench(reports, compare, out, **options):
     click.echo(f"{report['model']['spec']} on {dataset}: {report['n_scored']} scored, "
                f"{report['skipped']['count']} skipped; SRCC {_rounded(srcc)}, "
                f"PLCC {_rounded(plcc)}; report in {out_dir / 'report.md'}")
+    faces = report["metrics"].get("faces")
+    if faces:
+        eyes = faces["columns"].get("face_min_eyes_open", {})
+        closed = faces.get("any_eyes_closed", {})
+        click.echo(f"  faces teacher: face_min_eyes_open SRCC {_rounded(eyes.get('srcc'))} "
+                   f"(n {eyes.get('n', 0)}); any eyes closed: accuracy "
+                   f"{_rounded(closed.get('accuracy'))} (n {closed.get('n', 0)})")
 
 
 def _rounded(value: float | None) -> str:

@@ -34,6 +34,11 @@ from distill.errors import DistillCommand
 @click.option("--function-matching/--no-function-matching", default=None,
               help="Online targets: the teachers score the very crop the student sees "
               "(Beyer et al. 2022). Slow on CPUs: the teachers run every step.")
+@click.option("--aux", default=None, metavar="COLUMNS",
+              help="Auxiliary targets: label-shard columns a small extra head learns, "
+              "comma-separated; `faces` = face_count, face_eyes_closed, face_min_sharpness, "
+              "face_min_eyes_open, face_exposure (a run labeled with the faces teacher). "
+              "Weighed by loss.aux (default 0.2); `distill bench` reports the agreement.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
               help="Any config key, repeatable; values parse as YAML, e.g. --set loss.rank=0 "
               "--set data.cache=true --set optim.ema_decay=0.99.")

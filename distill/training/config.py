@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import torch
 
 from distill.errors import ConfigError
-from distill.scoring import offline_teachers
+from distill.scoring import FACE_COLUMNS, offline_teachers
 from students import preprocess
 from students.losses import LossConfig
 
@@ -55,6 +55,19 @@ class StudentConfig:
     init: str = "auto"  # auto: ImageNet file from the weights folder if present, else random
     dropout: float = 0.2
     finetune: str | None = None  # a student.pt to start from (its weights, same architecture)
+    # label-shard columns an auxiliary head learns (loss.aux weighs it), e.g. [face_count,
+    # face_min_eyes_open]; "faces" stands for every face_* column of the faces teacher
+    aux_targets: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        if not all(isinstance(name, str) for name in self.aux_targets):
+            raise ConfigError(f"student.aux_targets must be column names, got {self.aux_targets!r}")
+        expanded = [c for name in self.aux_targets
+                    for c in (FACE_COLUMNS if name == "faces" else (name,))]
+        repeated = sorted({c for c in expanded if expanded.count(c) > 1})
+        if repeated:
+            raise ConfigError(f"student.aux_targets names {', '.join(repeated)} twice")
+        self.aux_targets = expanded
 
 
 @dataclass

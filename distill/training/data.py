@@ -1,7 +1,8 @@
 """What the training loop eats: labels, images, a balanced sampler, teacher targets.
 
 - `load_labels`: the label shards, minus `dedup.parquet` duplicates, with human rows
-  overriding pseudo-labels of the same image_id; `split` by a hash of image_id.
+  overriding pseudo-labels of the same image_id, and the aux targets' columns (NaN where a
+  row has none); `split` by a hash of image_id; `AuxScale` standardises the aux targets.
 - `LabeledImages`: decoded photos, resized and cropped by the student's preprocessing policy
   (`students.preprocess`); in training a random crop and flip, nothing else: blur, noise and
   colour jitter would change the quality the label describes.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +53,7 @@ class LabelSet:
     has_rating: np.ndarray  # (N,) bool
     original_size: np.ndarray  # (N, 2) int, width and height of the file
     summary: dict = field(default_factory=dict)
+    aux: np.ndarray | None = None  # (N, A) float32 aux targets, NaN where a row has none
 
     def __len__(self) -> int:
         return len(self.image_id)
@@ -60,14 +63,16 @@ class LabelSet:
         return LabelSet([self.image_id[i] for i in pick], [self.path[i] for i in pick],
                         [self.locator[i] for i in pick], self.quality[index],
                         self.keep_prob[index], self.confidence[index], self.rating[index],
-                        self.has_rating[index], self.original_size[index], dict(self.summary))
+                        self.has_rating[index], self.original_size[index], dict(self.summary),
+                        None if self.aux is None else self.aux[index])
 
 
-def load_labels(labels_dir: str | Path) -> LabelSet:
+def load_labels(labels_dir: str | Path, aux_targets: list[str] = ()) -> LabelSet:
     """A labeling run as training rows: the label shards and OUT/human.parquet (written by
     `distill import-labels`), one row per image_id with `source == human` rows winning, minus
     the duplicates `dedup.parquet` marks. A human keep/trash without a score keeps its row:
-    its quality is missing (`has_quality` False) and only the keep term learns from it."""
+    its quality is missing (`has_quality` False) and only the keep term learns from it.
+    An aux target that no row has is an error naming it."""
     labels_dir = Path(labels_dir)
     summary: dict = {}
     try:
@@ -95,6 +100,15 @@ def load_labels(labels_dir: str | Path) -> LabelSet:
     def column(name, default):
         return np.array([default if r.get(name) is None else r[name] for r in rows], np.float32)
 
+    absent = [name for name in aux_targets if all(_finite(r.get(name)) is None for r in rows)]
+    if absent:
+        raise ConfigError(f"--labels {labels_dir}: no row has {', '.join(absent)} (aux targets "
+                          "are label-shard columns; face_* come from labeling with the faces "
+                          "teacher)")
+    aux = np.array([[np.nan if _finite(r.get(name)) is None else r[name] for name in aux_targets]
+                    for r in rows], np.float32).reshape(len(rows), len(aux_targets))
+    summary["aux_rows"] = {name: int(np.isfinite(aux[:, i]).sum())
+                           for i, name in enumerate(aux_targets)}
     locators = run_folder.read_locators(labels_dir)
     return LabelSet(
         [r["image_id"] for r in rows], [r.get("path") for r in rows],
@@ -102,11 +116,34 @@ def load_labels(labels_dir: str | Path) -> LabelSet:
         column("keep_prob", 0.5), column("confidence", 1.0), rating, has_rating,
         np.array([[r.get("width") or 0, r.get("height") or 0] for r in rows],
                  np.int64).reshape(-1, 2),
-        summary)
+        summary, aux if aux_targets else None)
 
 
 def _finite(value) -> float | None:
-    return None if value is None or not math.isfinite(value) else float(value)
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None  # a missing cell, or a column that is not a number
+    return None if not math.isfinite(value) else float(value)
+
+
+@dataclass
+class AuxScale:
+    """Mean and std of each aux target over the training rows that have it: the aux head
+    learns standardised targets (a face count and an eye ratio weigh alike in the loss), and
+    the student keeps the scale as buffers, so it predicts in the columns' units."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def of(cls, aux: np.ndarray) -> AuxScale:
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a target absent from the train split
+            mean, std = np.nanmean(aux, axis=0), np.nanstd(aux, axis=0)
+        return cls(np.nan_to_num(mean).astype(np.float32),
+                   np.where(np.isfinite(std) & (std > 1e-6), std, 1.0).astype(np.float32))
+
+    def standardise(self, aux: np.ndarray) -> np.ndarray:
+        return (aux - self.mean) / self.std
 
 
 def split(labels: LabelSet, val_fraction: float, salt: str) -> tuple[LabelSet, LabelSet]:
@@ -187,6 +224,9 @@ class LabeledImages(Dataset):
             "rating": torch.from_numpy(labels.rating[index]),
             "has_rating": torch.tensor(labels.has_rating[index]),
             "original_size": torch.from_numpy(labels.original_size[index]),
+            **({} if labels.aux is None else {  # standardised by build_data
+                "aux": torch.from_numpy(np.nan_to_num(labels.aux[index], nan=0.0)),
+                "has_aux": torch.from_numpy(np.isfinite(labels.aux[index]))}),
         }
 
 
@@ -237,6 +277,15 @@ class TrainData:
     steps_per_epoch: int
     rating_bins: int
     summary: dict
+    aux_targets: list[str] = field(default_factory=list)
+    aux_scale: AuxScale | None = None
+
+    def aux_record(self) -> dict:
+        """Per aux target, for the model card: the scale the head predicts in, rows that had it."""
+        return {name: {"mean": float(mean), "std": float(std),
+                       "rows": self.summary["aux_rows"][name]}
+                for name, mean, std in zip(self.aux_targets, self.aux_scale.mean,
+                                           self.aux_scale.std)}
 
     def describe(self) -> str:
         s = self.summary
@@ -257,10 +306,15 @@ def resize_size(config: TrainConfig) -> int | None:
 
 def build_data(config: TrainConfig, world: int, progress: bool) -> TrainData:
     """Labels → split → datasets → a balanced, seeded, fixed-length epoch per process."""
-    labels = load_labels(config.labels)
+    aux_targets = config.student.aux_targets
+    labels = load_labels(config.labels, aux_targets)
     train_labels, val_labels = split(labels, config.data.val_fraction, config.data.split_salt)
     if not len(train_labels):
         raise DistillError(f"--labels {config.labels}: no labeled images to train on")
+    aux_scale = AuxScale.of(train_labels.aux) if aux_targets else None
+    if aux_scale is not None:
+        train_labels.aux = aux_scale.standardise(train_labels.aux)
+        val_labels.aux = aux_scale.standardise(val_labels.aux)
     policy = preprocess.policy(config.data.image_size, resize_size(config),
                                config.data.resize_mode)
     reader = ImageReader(Path(config.labels))
@@ -286,7 +340,8 @@ def build_data(config: TrainConfig, world: int, progress: bool) -> TrainData:
     val_loader = DataLoader(val, batch_size=optim.batch_size * 2, **loader_options)
     rating_bins = RATING_BINS if labels.has_rating.any() and config.loss.rating > 0 else 0
     summary = {**labels.summary, "train": len(train), "val": len(val)}
-    return TrainData(train, val, train_loader, val_loader, steps_per_epoch, rating_bins, summary)
+    return TrainData(train, val, train_loader, val_loader, steps_per_epoch, rating_bins, summary,
+                     list(aux_targets), aux_scale)
 
 
 class TeacherTargets:

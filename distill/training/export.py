@@ -2,8 +2,10 @@
 
 The exported graph is `students.checkpoint.ScoresHead`: input `image`, float32 RGB in [0, 1],
 N x 3 x S x S (normalisation inside); output `scores`, N x K: quality (1–10), keep_prob and,
-if the student has one, the 10-bin rating histogram. The batch axis is dynamic, the spatial
-size static (S, 224 by default), which every OpenCV DNN version handles.
+if the student has one, the 10-bin rating histogram. A student trained with aux targets has a
+second output `aux`, N x A, in the label columns' units (e.g. face_min_eyes_open), its columns
+in the metadata `distill.aux_outputs`; `scores` is the same as without it. The batch axis is
+dynamic, the spatial size static (S, 224 by default), which every OpenCV DNN version handles.
 
 Parity: the export and the PyTorch student run on the same batch of real photos (the sample
 photos installed packages ship, preprocessed by the student's own policy, plus a synthetic
@@ -71,17 +73,19 @@ def export_student(model_path: str | Path, fmt: str, out: str | Path | None = No
     out.parent.mkdir(parents=True, exist_ok=True)
     head = loaded.scores_head()
     sample = sample_batch(loaded.preprocessing)
+    names = output_names(loaded)
     with torch.no_grad():
-        expected = head(sample).numpy()
+        expected = _arrays(head(sample))
     if fmt == "onnx":
         write_onnx(head, sample, out, opset, loaded)
-        diffs = {"onnxruntime": _max_diff(run_onnxruntime(out, sample.numpy()), expected),
-                 "opencv": _max_diff(run_opencv(out, sample.numpy()), expected)}
+        diffs = {"onnxruntime": _max_diff(run_onnxruntime(out, sample.numpy(), names), expected),
+                 "opencv": _max_diff(run_opencv(out, sample.numpy(), names), expected)}
     else:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore", FutureWarning)  # torch.jit's "use torch.export"
             torch.jit.trace(head, sample[:1]).save(str(out))
-            diffs = {"torchscript": _max_diff(torch.jit.load(str(out))(sample).numpy(), expected)}
+            diffs = {"torchscript": _max_diff(_arrays(torch.jit.load(str(out))(sample)),
+                                              expected)}
     failed = {runtime: diff for runtime, diff in diffs.items() if not diff <= TOLERANCE}
     if failed:
         out.unlink(missing_ok=True)
@@ -93,10 +97,20 @@ def export_student(model_path: str | Path, fmt: str, out: str | Path | None = No
             "preprocessing": str(preprocessing_path(out)), "sample_images": len(sample)}
 
 
-def _max_diff(actual: np.ndarray, expected: np.ndarray) -> float:
-    if actual.shape != expected.shape:
+def output_names(loaded: LoadedStudent) -> list[str]:
+    return ["scores", "aux"] if loaded.aux_outputs else ["scores"]
+
+
+def _arrays(outputs) -> list[np.ndarray]:
+    """The head's output (scores, or scores and aux) as numpy arrays, in output order."""
+    return [np.asarray(o) for o in (outputs if isinstance(outputs, (tuple, list)) else [outputs])]
+
+
+def _max_diff(actual: list[np.ndarray], expected: list[np.ndarray]) -> float:
+    if [a.shape for a in actual] != [e.shape for e in expected]:
         return float("inf")
-    return float(np.max(np.abs(actual.astype(np.float64) - expected)))
+    return max(float(np.max(np.abs(a.astype(np.float64) - e), initial=0.0))
+               for a, e in zip(actual, expected))
 
 
 def write_onnx(head: torch.nn.Module, sample: torch.Tensor, out: Path, opset: int,
@@ -104,33 +118,36 @@ def write_onnx(head: torch.nn.Module, sample: torch.Tensor, out: Path, opset: in
     """TorchScript-based exporter (dynamo=False): plain ops OpenCV's importer knows."""
     import onnx
 
+    names = output_names(loaded)
+    metadata = [("distill.preprocessing", json.dumps(loaded.preprocessing)),
+                ("distill.outputs", json.dumps(loaded.outputs)), ("distill.student", loaded.name)]
+    if loaded.aux_outputs:
+        metadata.append(("distill.aux_outputs", json.dumps(loaded.aux_outputs)))
     with atomic_write(out) as partial:
         torch.onnx.export(head, (sample[:1],), str(partial), dynamo=False, opset_version=opset,
-                          input_names=["image"], output_names=["scores"],
-                          dynamic_axes={"image": {0: "batch"}, "scores": {0: "batch"}})
+                          input_names=["image"], output_names=names,
+                          dynamic_axes={"image": {0: "batch"}, **{n: {0: "batch"} for n in names}})
         model = onnx.load(str(partial))
-        for key, value in (("distill.preprocessing", json.dumps(loaded.preprocessing)),
-                           ("distill.outputs", json.dumps(loaded.outputs)),
-                           ("distill.student", loaded.name)):
+        for key, value in metadata:
             entry = model.metadata_props.add()
             entry.key, entry.value = key, value
         onnx.checker.check_model(model)
         onnx.save(model, str(partial))
 
 
-def run_onnxruntime(path: Path, batch: np.ndarray) -> np.ndarray:
+def run_onnxruntime(path: Path, batch: np.ndarray, names=("scores",)) -> list[np.ndarray]:
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(["scores"], {"image": batch.astype(np.float32)})[0]
+    return session.run(list(names), {"image": batch.astype(np.float32)})
 
 
-def run_opencv(path: Path, batch: np.ndarray) -> np.ndarray:
+def run_opencv(path: Path, batch: np.ndarray, names=("scores",)) -> list[np.ndarray]:
     import cv2
 
     net = cv2.dnn.readNetFromONNX(str(path))
     net.setInput(batch.astype(np.float32))
-    return np.asarray(net.forward())
+    return [np.asarray(o) for o in net.forward(list(names))]
 
 
 def opencv_resize(preprocessing: dict) -> str:
@@ -148,6 +165,8 @@ def describe(loaded: LoadedStudent, out: Path, fmt: str, opset: int, diffs: dict
         "input": {"name": "image", "shape": ["batch", 3, size, size], "dtype": "float32"},
         "output": {"name": "scores", "shape": ["batch", len(loaded.outputs)],
                    "columns": loaded.outputs},
+        **({"aux_output": {"name": "aux", "shape": ["batch", len(loaded.aux_outputs)],
+                           "columns": loaded.aux_outputs}} if loaded.aux_outputs else {}),
         "preprocessing": loaded.preprocessing,
         "opencv_example": (f"net = cv2.dnn.readNetFromONNX('{out.name}'); rgb = "
                            f"{opencv_resize(loaded.preprocessing)}, centre-crop {size}; "

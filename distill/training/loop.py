@@ -76,6 +76,8 @@ def run_train(config: TrainConfig, resume: bool = False, progress_bar: bool = Tr
                            weights_dir=config.weights_dir, **architecture(config, data))
     if config.student.finetune:
         start_from(model, Path(config.student.finetune), config.student.name)
+    if data.aux_scale is not None:  # the aux head predicts standardised targets
+        model.set_aux_scale(data.aux_scale.mean, data.aux_scale.std)
     accelerator.print(f"student {config.student.name}: {model.init['kind'].upper()} init "
                       f"({model.init.get('file') or model.init.get('reason')}); {data.describe()}"
                       f"; {torch.get_num_threads()} torch threads")
@@ -176,14 +178,15 @@ def parameters_digest(model: torch.nn.Module) -> torch.Tensor:
 
 def start_from(model: torch.nn.Module, path: Path, name: str) -> None:
     """Fine-tuning: every weight of a trained student whose shape fits; a head the new
-    labels do not train (a rating head without rating histograms) is left out."""
+    labels do not train (a rating head without rating histograms, aux targets the base did
+    not have) is left out."""
     base = load_student(path)
     if base.name != name:
         raise ConfigError(f"--finetune {path} is a {base.name!r} student, not {name!r}")
     own = model.state_dict()
     usable = {k: v for k, v in base.model.state_dict().items()
               if k in own and own[k].shape == v.shape}
-    missing = [k for k in own if k not in usable and not k.startswith("rating.")]
+    missing = [k for k in own if k not in usable and not k.startswith(("rating.", "aux"))]
     if missing:
         raise ConfigError(f"--finetune {path}: its weights do not fit ({', '.join(missing[:3])})")
     model.load_state_dict(usable, strict=False)
@@ -192,14 +195,15 @@ def start_from(model: torch.nn.Module, path: Path, name: str) -> None:
 
 def architecture(config: TrainConfig, data: TrainData) -> dict:
     """What rebuilds the student's shape (stored in student.pt); init is not part of it."""
-    return {"rating_bins": data.rating_bins, "dropout": config.student.dropout}
+    return {"rating_bins": data.rating_bins, "dropout": config.student.dropout,
+            **({"aux_targets": data.aux_targets} if data.aux_targets else {})}
 
 
 class MetricsLog:
     """metrics.csv, appended by the main process; a resume drops rows after its checkpoint."""
 
     COLUMNS = ("step", "epoch", "lr", "loss", "loss_quality", "loss_keep", "loss_rank",
-               "loss_rating", "val_srcc", "val_plcc", "val_mae", "val_std_ratio",
+               "loss_rating", "loss_aux", "val_srcc", "val_plcc", "val_mae", "val_std_ratio",
                "val_keep_agreement", "session_seconds")
 
     def __init__(self, path: Path, resumed_step: int, enabled: bool):
@@ -251,14 +255,30 @@ def evaluate(model: torch.nn.Module, loader, accelerator: Accelerator) -> dict:
     for batch in loader:
         with accelerator.autocast():
             out = model(batch["image"].float() / 255.0)
+        aux = (out["aux"].float(), batch["aux"], batch["has_aux"]) if "aux" in out else ()
         parts.append(accelerator.gather_for_metrics(
             (out["quality"].float(), out["keep_logit"].float(), batch["quality"],
-             batch["keep_prob"])))
+             batch["keep_prob"], *aux)))
     if not parts:
         return {}
-    pred, keep_logit, label, keep_prob = (torch.cat(p).cpu().numpy() for p in zip(*parts))
+    pred, keep_logit, label, keep_prob, *aux = (torch.cat(p).cpu().numpy() for p in zip(*parts))
+    names = getattr(accelerator.unwrap_model(model), "aux_targets", [])
     return quality_metrics(pred, label) | {
-        "keep_agreement": float(np.mean((keep_logit > 0) == (keep_prob > 0.5)))}
+        "keep_agreement": float(np.mean((keep_logit > 0) == (keep_prob > 0.5)))} | (
+        aux_metrics(names, *aux) if aux else {})
+
+
+def aux_metrics(names: list[str], pred: np.ndarray, target: np.ndarray,
+                has: np.ndarray) -> dict:
+    """Spearman of each aux target with its label, on the val rows that have it."""
+    scores = {}
+    for index, name in enumerate(names):
+        rows = has[:, index]
+        p, t = pred[rows, index], target[rows, index]
+        usable = len(p) >= 3 and np.std(p) > 0 and np.std(t) > 0
+        scores[f"aux_{name}_srcc"] = (float(stats.spearmanr(p, t).statistic) if usable
+                                      else float("nan"))
+    return scores
 
 
 def quality_metrics(pred: np.ndarray, label: np.ndarray) -> dict:
@@ -299,6 +319,7 @@ def write_outputs(config: TrainConfig, data: TrainData, ema_model: torch.nn.Modu
                    "manifest_sha256": sha256_file(manifest_path) if manifest_path.exists() else None,
                    **data.summary},
         "function_matching": config.function_matching.enabled,
+        **({"aux_targets": data.aux_record()} if data.aux_targets else {}),
         "val_metrics": state.best_metrics,
         "val_metrics_note": (f"EMA weights at step {state.best_step}, the best val SRCC; these "
                              "are the weights in student.pt") if state.best_metrics else
@@ -309,6 +330,7 @@ def write_outputs(config: TrainConfig, data: TrainData, ema_model: torch.nn.Modu
                      **session},
         "preprocessing": preprocessing,
         "outputs": output_names(arch["rating_bins"]),
+        **({"aux_outputs": data.aux_targets} if data.aux_targets else {}),
         "config": to_dict(config),
         "distill_version": __version__,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -55,13 +55,17 @@ def train(config: str | Path | dict | None = None, *, labels: str | None = None,
           mixed_precision: str | None = None, function_matching: bool | None = None,
           overrides: tuple[str, ...] = (), weights_dir: str | None = None,
           finetune: str | Path | None = None, resume: bool = False,
-          progress: bool = True) -> dict:
+          aux: str | list[str] | None = None, progress: bool = True) -> dict:
     """`distill train`: distill a labeling run into a student; returns the model card (on the
-    main process; {} on the others)."""
+    main process; {} on the others). `aux`: aux targets, a list or comma-separated
+    (`faces` = every face_* column)."""
+    if isinstance(aux, str):
+        aux = [name.strip() for name in aux.split(",") if name.strip()]
     flags = {"labels": labels, "student.name": student, "out": out, "student.init": init,
              "optim.max_steps": max_steps, "optim.batch_size": batch_size,
              "optim.grad_accum": grad_accum, "optim.lr": lr, "mixed_precision": mixed_precision,
-             "function_matching.enabled": function_matching, "weights_dir": weights_dir}
+             "function_matching.enabled": function_matching, "weights_dir": weights_dir,
+             "student.aux_targets": aux}
     if finetune:
         flags.update(finetune_flags(finetune, student))
     return run_train(build_train_config(config, flags, tuple(overrides)), resume=resume,
