@@ -216,6 +216,9 @@ def test_ray_a_slowed_worker_holds_one_shard_and_the_rows_are_local_bytes(
     by_worker = {int(worker.rsplit(":", 1)[1]): n
                  for worker, n in summary["engine"]["shards_by_worker"].items()}
     assert sum(by_worker.values()) == GOOD and by_worker.get(slowed, 0) < GOOD / 2, by_worker
+    again = _label_on_ray(photo_folder, out)  # nothing left to label: finalized as it is
+    assert again["engine"]["shards_labeled"] == 0
+    _assert_complete(out, reference)
 
 
 @pytest.mark.xdist_group("ray_cluster")  # one worker: the cluster fixture starts once

@@ -29,7 +29,8 @@ from distill.config import LabelConfig
 from distill.errors import ConfigError, DistillError
 from distill.labeling import leases
 from distill.labeling.run import finalize, freeze_inputs, open_run
-from distill.labeling.shard_work import LabelRun, ShardRecord, label_shard, provenance
+from distill.labeling.shard_work import LabelRun, ShardRecord, label_shard
+from distill.labeling.shard_work import provenance as teachers_provenance
 from distill.labeling.workers import limit_threads
 
 MAX_RETRIES = 3  # a shard whose worker (or node) died this often is an error, not a retry
@@ -52,7 +53,7 @@ def parse_workers(spec: str | None) -> tuple[int, int | None]:
 
 def _label_task(run: LabelRun, shard: int, cpus: int) -> tuple[dict, list[dict]]:
     limit_threads(cpus)  # Ray reserved this many cores for the task: as many threads, no more
-    return label_shard(run, shard).as_dict(), provenance(run)
+    return label_shard(run, shard).as_dict(), teachers_provenance(run)
 
 
 def label_on_ray(config: LabelConfig, progress: bool = True, max_shards: int | None = None,
@@ -79,19 +80,19 @@ def label_on_ray(config: LabelConfig, progress: bool = True, max_shards: int | N
                  configure_logging=True, include_dashboard=False)
     try:
         started = time.perf_counter()
-        ledger, provenance = _run_tasks(config, out, todo, least, most, gpus_per_worker,
-                                        cpus_per_worker, progress, inputs)
+        ledger, teachers = _run_tasks(config, out, todo, least, most, gpus_per_worker,
+                                      cpus_per_worker, progress, inputs)
         if len(run_folder.completed_shards(out)) < total:
             return None  # --max-shards left work for the next call
         final = leases.claim(out, leases.FINAL)
         if final is None:
             return None  # another driver of this run is finalizing it
         try:
-            if provenance is None:  # nothing was left to label: ask a worker what it would use
-                remote = ray.remote(provenance).options(num_cpus=cpus_per_worker,
-                                                               num_gpus=gpus_per_worker)
-                provenance = ray.get(remote.remote(LabelRun(out, config, device)))
-            return finalize(out, config, provenance, inputs, time.perf_counter() - started,
+            if teachers is None:  # nothing was left to label: ask a worker what it would use
+                remote = ray.remote(teachers_provenance).options(num_cpus=cpus_per_worker,
+                                                                 num_gpus=gpus_per_worker)
+                teachers = ray.get(remote.remote(LabelRun(out, config, device)))
+            return finalize(out, config, teachers, inputs, time.perf_counter() - started,
                             len({(r.host, r.pid) for r in ledger}), ledger, engine="ray")
         finally:
             final.release()
