@@ -92,15 +92,33 @@ def label_claimed(run: LabelRun, total: int, limit: int | None, bar: tqdm | None
                 ledger.append(record)
                 # still holding this shard's lease: a waiting rank does not finalize meanwhile
                 if done.all():
-                    return ledger, leases.claim(out, leases.FINAL, seconds)
+                    final = leases.claim(out, leases.FINAL, seconds)
+                    if final is not None:
+                        return ledger, final
+                    break  # a finalization lease is out there: see below whose it is
         if limit is not None and len(ledger) >= limit:
             return ledger, None
         while not done.all() and not _claimable(done, seconds):
             time.sleep(poll)  # others hold every shard left: wait for them, or for one to die
     # Every shard is done, the last by another process: it finalizes, unless it dies first
     # (or none did: a rerun of a finished run finalizes again, as it always has).
-    while leases.any_live(out, seconds):
-        time.sleep(poll)
-    if _finalized_since(out, began):
-        return ledger, None
-    return ledger, leases.claim(out, leases.FINAL, seconds)
+    return ledger, _final_unless_finalized(out, began, seconds, poll)
+
+
+def _final_unless_finalized(out: Path, began: float, seconds: float, poll: float
+                            ) -> leases.Lease | None:
+    """The finalization lease once no one else works on the run, unless another process
+    finalized it since `began`; checked again once the lease is held, since one may have
+    finished between the check and the claim."""
+    while True:
+        while leases.any_live(out, seconds):
+            time.sleep(poll)
+        if _finalized_since(out, began):
+            return None
+        final = leases.claim(out, leases.FINAL, seconds)
+        if final is not None and _finalized_since(out, began):
+            final.release()
+            return None
+        if final is not None:
+            return final
+        # another process took it between any_live and claim: wait for it to finish or die
