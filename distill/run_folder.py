@@ -243,6 +243,19 @@ def require_complete(out: Path) -> None:
                            "`distill label` command resumes it), or use a finished run")
 
 
+def refuse_unless_a_run(out: Path) -> None:
+    """`refuse_unless_empty`, unless `out` holds a labeling run: then it is resumed. Seen a
+    second time after a refusal, because another process of the same launch may have begun
+    the run in between (its run.json is then what made the folder 'not empty')."""
+    if is_label_run(out):
+        return
+    try:
+        refuse_unless_empty(out)
+    except DistillError:
+        if not is_label_run(out):
+            raise
+
+
 def refuse_unless_empty(folder: Path, flag: str = "--out") -> None:
     """A command that creates a run writes into a new or empty folder only, never over files
     it did not make. Hidden entries (.DS_Store, a killed writer's temporary files) do not

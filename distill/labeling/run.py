@@ -184,8 +184,7 @@ def open_run(config: LabelConfig, progress: bool, device: str,
     # `--source photos` and `--source /home/me/photos` are one source, resumed alike
     config = dataclasses.replace(config, source=absolute_source(config.source))
     source = create_source(config.source)
-    if not run_folder.is_label_run(out):
-        run_folder.refuse_unless_empty(out)  # never label into a folder of other files
+    run_folder.refuse_unless_a_run(out)  # never label into a folder of other files
     # Every process checks (and none waits at a barrier for one that refused); a fresh run's
     # processes all write the same run.json, atomically.
     check_resume(out, config, device)
