@@ -89,6 +89,16 @@ def test_remote_objects_are_held_to_the_read_rule(bucket, photos):
         read_remote(url, offset=len(data) - 2, size=10)
 
 
+def test_an_object_that_grew_after_its_info_is_refused(bucket, photos, monkeypatch):
+    # the object is replaced by a larger one between `info` and the read: never its head alone
+    from distill import remote
+
+    name, data = next(iter(photos.items()))
+    monkeypatch.setattr(remote, "_info", lambda fs, path: {"type": "file", "size": len(data) - 1})
+    with pytest.raises(DecodeError, match="changed while being read"):
+        read_bytes(f"s3://photos-bucket/photos/{name}")
+
+
 def test_folders_manifests_and_tar_shards_in_a_bucket_read_as_local_ones(bucket, photos):
     guessed = {url: guess_source(url) for url in ("s3://photos-bucket/photos",
                                                   "s3://photos-bucket/list.csv",
