@@ -228,7 +228,7 @@ def half_written(out: Path) -> str | None:
     done, shard_size = len(completed_shards(out)), (read_run_shape(out) or {}).get("shard_size")
     if (out / INPUTS_FILE).exists() and isinstance(shard_size, int) and shard_size > 0:
         try:
-            total = -(-pq.read_metadata(out / INPUTS_FILE).num_rows // shard_size)
+            total = shard_count(pq.read_metadata(out / INPUTS_FILE).num_rows, shard_size)
         except pa.ArrowInvalid as exc:
             raise _damaged(out / INPUTS_FILE, exc) from None
         return f"{done} of {total} shards labeled, no {MANIFEST_FILE} yet"
@@ -291,6 +291,16 @@ def write_inputs(out: Path, tables: Iterable[pa.Table], shard_size: int,
         if check is not None:
             check(partial)
     return rows
+
+
+def shard_count(inputs: int, shard_size: int) -> int:
+    """How many shards `inputs` inputs make: the last one may be short."""
+    return -(-inputs // shard_size)
+
+
+def shard_rows(inputs: int, shard_size: int, index: int) -> int:
+    """How many inputs shard `index` covers."""
+    return min(shard_size, inputs - index * shard_size)
 
 
 def read_shard_inputs(out: Path, index: int, shard_size: int) -> pa.Table:

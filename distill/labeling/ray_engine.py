@@ -28,7 +28,7 @@ from distill import run_folder
 from distill.config import LabelConfig
 from distill.errors import ConfigError, DistillError
 from distill.labeling import leases
-from distill.labeling.run import finalize, freeze_inputs, open_run
+from distill.labeling.run import finalize, open_run
 from distill.labeling.shard_work import LabelRun, ShardRecord, label_shard
 from distill.labeling.shard_work import provenance as teachers_provenance
 from distill.labeling.workers import limit_threads
@@ -68,10 +68,9 @@ def label_on_ray(config: LabelConfig, progress: bool = True, max_shards: int | N
     if config.device not in ("auto", device):
         raise ConfigError(f"--device {config.device} with --engine ray: the workers' device "
                           "follows --gpus-per-worker (0: cpu, more: cuda)")
-    config, _source = open_run(config, progress, device, main=True)
+    config, _source, inputs = open_run(config, progress, device, main=True)
     out = Path(config.out)
-    inputs = freeze_inputs(out, _source, config.source)
-    total = -(-inputs // config.shard_size)
+    total = run_folder.shard_count(inputs, config.shard_size)
     done = run_folder.completed_shards(out)
     todo = [k for k in range(total) if k not in done][:max_shards]
     joined = not ray.is_initialized()
@@ -112,7 +111,7 @@ def _run_tasks(config: LabelConfig, out: Path, todo: list[int], least: int, most
     task = ray.remote(_label_task).options(num_cpus=cpus, num_gpus=gpus,
                                            max_retries=MAX_RETRIES)
     queue, pending, ledger, provenance = iter(todo), {}, [], None
-    images = sum(min(config.shard_size, inputs - k * config.shard_size) for k in todo)
+    images = sum(run_folder.shard_rows(inputs, config.shard_size, k) for k in todo)
     with tqdm(total=images, unit="img", desc="labeling (ray)", disable=not progress,
               dynamic_ncols=True) as bar:
         while True:

@@ -130,7 +130,7 @@ def finalize(out: Path, config: LabelConfig, provenance: list[dict], inputs: int
         "config": to_dict(config),
         "teachers": provenance,
         "shard_size": config.shard_size,
-        "shards": -(-inputs // config.shard_size),
+        "shards": run_folder.shard_count(inputs, config.shard_size),
         "processes": world,
         "summary": summary,
     })
@@ -176,10 +176,10 @@ def check_device(asked: str) -> None:
 
 
 def open_run(config: LabelConfig, progress: bool, device: str,
-             main: bool = True) -> tuple[LabelConfig, Source]:
+             main: bool = True) -> tuple[LabelConfig, Source, int | None]:
     """Check a run can be started or resumed with `config` with teachers on `device`; `main`
     (one process of the run) also clears what a killed run was writing and freezes the
-    input list."""
+    input list, and returns how many inputs it holds (the others: None)."""
     out = Path(config.out)
     # `--source photos` and `--source /home/me/photos` are one source, resumed alike
     config = dataclasses.replace(config, source=absolute_source(config.source))
@@ -191,8 +191,8 @@ def open_run(config: LabelConfig, progress: bool, device: str,
     if main:
         for folder in (out, out / run_folder.SHARD_DIR):  # what a killed run was writing
             safefs.remove_stale_partials(folder)
-        freeze_inputs(out, source, config.source, progress)
-    return config, source
+        return config, source, freeze_inputs(out, source, config.source, progress)
+    return config, source, None
 
 
 def run_label(config: LabelConfig, progress: bool = True, max_shards: int | None = None,
@@ -214,9 +214,10 @@ def run_label(config: LabelConfig, progress: bool = True, max_shards: int | None
     out = Path(config.out)
     if device == "cpu" and config.score_workers != 0:
         start_early()  # scoring workers are likely: their fork server imports meanwhile
-    config, source = open_run(config, progress, device, main=state.is_main_process)
+    config, source, inputs = open_run(config, progress, device, main=state.is_main_process)
     state.wait_for_everyone()  # the only barrier: at the start, when every rank is alive
-    inputs = freeze_inputs(out, source, config.source)  # how many: read from the file's footer
+    if inputs is None:  # how many, from the footer of the list the main process froze
+        inputs = freeze_inputs(out, source, config.source)
     teachers = create_teachers(config.teachers, config.weights_dir, device=device)
     processes = score_workers(config, teachers, device, state.num_processes)
     workers = 0 if processes else decode_workers(config, state.num_processes)
@@ -229,9 +230,9 @@ def run_label(config: LabelConfig, progress: bool = True, max_shards: int | None
 
     run = LabelRun(out, config, device, processes, workers)
     keep_teachers(run, source, teachers)
-    total_shards = -(-inputs // config.shard_size)
+    total_shards = run_folder.shard_count(inputs, config.shard_size)
     done = run_folder.completed_shards(out)
-    todo = sum(min(config.shard_size, inputs - k * config.shard_size)
+    todo = sum(run_folder.shard_rows(inputs, config.shard_size, k)
                for k in range(total_shards) if k not in done)  # by every process of the run
     todo = todo if max_shards is None else min(todo, max_shards * config.shard_size)
     started = time.perf_counter()
