@@ -362,7 +362,10 @@ def test_killed_between_checkpoints_resumes_to_the_same_model(label_run, tmp_pat
             "--batch-size", "8",
             "--no-progress", "--set", f"data.image_size={SIDE}", "--set", "data.cache=true",
             "--set", "checkpoint_every=10", "--set", "eval_every=20", "--set", "tensorboard=false",
-            "--set", "optim.warmup_steps=5", "--set", "data.val_fraction=0.25"]
+            "--set", "optim.warmup_steps=5", "--set", "data.val_fraction=0.25",
+            # Bitwise equality needs the same reduction order in both sessions: left to itself,
+            # each session picks its thread count from the load it finds (threads.py).
+            "--set", "cpu_threads=1"]
     whole = train_cli(*args, "--out", str(tmp_path / "whole"))
     assert whole.returncode == 0, whole.stderr[-2000:]
 
@@ -382,7 +385,7 @@ def test_killed_between_checkpoints_resumes_to_the_same_model(label_run, tmp_pat
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resumed from" in resumed.stdout and "at step" in resumed.stdout
     card = json.loads((killed / "model_card.json").read_text())
-    assert card["training"]["steps"] == 30
+    assert card["training"]["steps"] == 30 and card["training"]["torch_threads"] == 1
     with (killed / "metrics.csv").open() as handle:
         steps = [int(r["step"]) for r in csv.DictReader(handle)]
     assert steps == sorted(set(steps)) and steps[-1] == 30

@@ -160,6 +160,8 @@ def finish(config: TrainConfig, accelerator: Accelerator, model, ema: EMA, state
         session = {"processes": accelerator.num_processes, "rank_parameter_digests": rank_digests,
                    "device": accelerator.device.type,
                    "mixed_precision": accelerator.mixed_precision,
+                   # floating-point sums depend on it: equal weights need equal thread counts
+                   "torch_threads": torch.get_num_threads(),
                    "seconds_last_session": round(time.perf_counter() - started, 1)}
         card = write_outputs(config, data, ema.module, state, session)
     accelerator.end_training()
