@@ -1,0 +1,133 @@
+"""A run folder on object storage (`--out s3://bucket/run`, `distill.remote_run`), against a
+real S3 server on 127.0.0.1 (conftest's `s3_server`): labeled, killed at an exact push and
+resumed, read back by a later stage through the mirror, and its one-line refusals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from distill import remote_run, run_folder
+from distill.errors import ConfigError
+from tests.conftest import s3_filesystem
+
+OPTIONS = {"teachers": "technical", "shard_size": 2, "batch_size": 2, "score_workers": 0,
+           "progress": False}
+PHOTOS = 5  # three shards: 2 + 2 + 1
+
+
+@pytest.fixture(scope="module")
+def photos(skimage_photos, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("photos")
+    for name, path in list(skimage_photos.items())[:PHOTOS]:
+        image = Image.open(path).convert("RGB")
+        image.thumbnail((128, 128))
+        image.save(folder / f"{name}.jpg", quality=90)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def runs_bucket(s3_server, tmp_path_factory):
+    """s3://runs, and a cache of this module's own for default staging folders."""
+    s3_filesystem().mkdir("runs")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+        yield s3_server
+
+
+@pytest.fixture(scope="module")
+def local_run(photos, tmp_path_factory):
+    """The same photos labeled into a local folder: what a remote run must equal."""
+    from distill import label
+
+    out = tmp_path_factory.mktemp("local") / "run"
+    label(source=str(photos), out=str(out), **OPTIONS)
+    return out
+
+
+def _remote_shards(prefix: str) -> dict[int, bytes]:
+    fs = s3_filesystem()
+    names = fs.find(f"{prefix}/shards")
+    return {run_folder.shard_index(name, "labels"): fs.cat(name) for name in names
+            if run_folder.shard_index(name, "labels") is not None}
+
+
+def test_a_run_killed_mid_push_resumes_and_equals_labeling_a_local_folder(
+        runs_bucket, photos, local_run, tmp_path):
+    from distill import label
+
+    staging = tmp_path / "staging"
+    runs_bucket.hold("labels-00001")  # shard 1 is written in staging, its labels PUT waits
+    process = subprocess.Popen(
+        [sys.executable, "-m", "distill.cli", "label", "--source", str(photos), "--out",
+         "s3://runs/killed", "--staging", str(staging), "--teachers", "technical",
+         "--shard-size", "2", "--batch-size", "2", "--score-workers", "0", "--no-progress"],
+        env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        arrived = runs_bucket.arrived.wait(timeout=240)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        stderr = process.communicate()[1]
+        runs_bucket.drop()
+    assert arrived, stderr
+    assert run_folder.labels_path(staging, 1).exists()  # labeled here, never pushed
+    assert sorted(_remote_shards("runs/killed")) == [0]
+
+    summary = label(source=str(photos), out="s3://runs/killed", staging=str(staging), **OPTIONS)
+    assert [record["shard"] for record in summary["ledger"]] == [1, 2]  # shard 1 again
+    assert (summary["inputs"], summary["labeled"] + summary["errors"]) == (PHOTOS, PHOTOS)
+    local = {index: path.read_bytes() for index, path in run_folder.shard_files(local_run).items()}
+    assert _remote_shards("runs/killed") == local  # byte for byte, no shard twice or missing
+    fs = s3_filesystem()
+    assert fs.exists("runs/killed/manifest.json") and fs.exists("runs/killed/errors.parquet")
+    assert not list(staging.rglob("*.partial"))
+
+
+def test_a_later_stage_reads_a_remote_run_through_its_mirror(runs_bucket, photos, local_run):
+    from distill import label
+    from distill.cli import main
+
+    url = "s3://runs/read"
+    label(source=str(photos), out=url, **OPTIONS)  # staged in the module's cache
+    result = CliRunner().invoke(main, ["dedup", "--labels", url, "--descriptor", "offline",
+                                       "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert s3_filesystem().exists("runs/read/dedup.parquet")  # what dedup wrote is pushed back
+    mirrored = remote_run.mirror(url)
+    assert mirrored == remote_run.default_staging(url)
+    assert run_folder.read_labels(mirrored) == run_folder.read_labels(local_run)
+    before = {path: path.stat().st_mtime_ns for path in mirrored.rglob("*.parquet")}
+    remote_run.mirror(url)  # nothing changed remotely: nothing pulled again
+    assert {path: path.stat().st_mtime_ns for path in mirrored.rglob("*.parquet")} == before
+    with pytest.raises(ConfigError, match=f"{url} was started with shard_size = 2, this call "
+                       "asks for 3"):
+        label(source=str(photos), out=url, **{**OPTIONS, "shard_size": 3})
+
+
+def test_remote_runs_refuse_in_one_line(runs_bucket, photos, tmp_path):
+    from distill.cli import main
+
+    fs = s3_filesystem()
+    fs.pipe("runs/other/notes.txt", b"not a run")
+    label = ["label", "--source", str(photos), "--teachers", "technical", "--shard-size", "2",
+             "--score-workers", "0", "--no-progress", "--out"]
+    cases = {"s3://no-such-bucket/run": "bucket no-such-bucket does not exist",
+             "s3://runs/other": "is not empty (1 objects, e.g. notes.txt)"}
+    for out, message in cases.items():
+        result = CliRunner().invoke(main, [*label, out])
+        assert result.exit_code == 2 and message in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1
+    result = CliRunner().invoke(main, ["dedup", "--labels", "s3://runs/nothing"])
+    assert result.exit_code == 2 and "no run there" in result.output, result.output
+    staging = tmp_path / "staging"
+    (staging / "mine.txt").parent.mkdir()
+    (staging / "mine.txt").write_text("a user's file")
+    result = CliRunner().invoke(main, [*label, "s3://runs/new", "--staging", str(staging)])
+    assert result.exit_code == 2 and f"--staging {staging} is not empty" in result.output
