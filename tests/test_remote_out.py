@@ -131,3 +131,30 @@ def test_remote_runs_refuse_in_one_line(runs_bucket, photos, tmp_path):
     (staging / "mine.txt").write_text("a user's file")
     result = CliRunner().invoke(main, [*label, "s3://runs/new", "--staging", str(staging)])
     assert result.exit_code == 2 and f"--staging {staging} is not empty" in result.output
+
+
+def test_a_shard_labeled_on_another_machine_pulls_what_it_needs_and_pushes_its_shard(
+        runs_bucket, photos, local_run, tmp_path):
+    """What a Ray task on another node does (`label_shard`, every engine's shard function):
+    its own staging folder, run.json and inputs.parquet pulled, the shard pushed; the driver
+    then labels only what is left and finalizes with it."""
+    from distill import label
+    from distill.config import LabelConfig, from_mapping
+    from distill.labeling.shard_work import LabelRun, label_shard
+    from distill.sources import guess_source
+
+    url = "s3://runs/nodes"
+    label(source=str(photos), out=url, staging=str(tmp_path / "driver"), max_shards=1, **OPTIONS)
+    config = from_mapping(LabelConfig, {"source": guess_source(str(photos)), "out": url,
+                                        "teachers": {"technical": {}}, "shard_size": 2,
+                                        "batch_size": 2, "score_workers": 0})
+    elsewhere = tmp_path / "other-node"
+    record = label_shard(LabelRun(elsewhere, config, remote=url), 1)
+    assert (record.shard, record.rows, record.attempt) == (1, 2, 1)
+    assert (elsewhere / run_folder.INPUTS_FILE).exists()  # pulled; shard 0 is not needed
+    assert not run_folder.labels_path(elsewhere, 0).exists()
+    assert sorted(_remote_shards("runs/nodes")) == [0, 1]
+    summary = label(source=str(photos), out=url, staging=str(tmp_path / "driver"), **OPTIONS)
+    assert [r["shard"] for r in summary["ledger"]] == [2]
+    local = {index: path.read_bytes() for index, path in run_folder.shard_files(local_run).items()}
+    assert _remote_shards("runs/nodes") == local
