@@ -97,10 +97,10 @@ class LabelConfig:
             raise ConfigError("batch_size must be ≥ 1")
         # Path() would make "s3://b/run" a local folder "s3:/b/run": a URL is either one
         # `remote_run` stages, or an error
-        if "://" in str(self.out) and not remote.is_remote(self.out):
-            raise ConfigError(f"--out {self.out}: give a local folder or an s3://, gs://, "
-                              "hf:// or https:// prefix")
-        if self.staging is not None and not remote.is_remote(self.out):
+        if "://" in str(self.out) and not remote.holds_runs(self.out):
+            raise ConfigError(f"--out {self.out}: give a local folder, or an s3:// or gs:// "
+                              "prefix (a run on object storage)")
+        if self.staging is not None and not remote.holds_runs(self.out):
             raise ConfigError("--staging is for a remote --out (s3://…): a local --out is "
                               "the run folder itself")
         if self.score_workers is not None and self.score_workers < 0:

@@ -16,6 +16,9 @@ import re
 # What `--source`, a file list's entries and a locator may name remotely. file:// is not here:
 # a local name goes through the local rules (`sources.inside`, `decode.open_regular`).
 REMOTE_PROTOCOLS = ("s3", "s3a", "gs", "gcs", "hf", "https", "http")
+# Where a run folder may live (`--out`, `remote_run`): object stores with atomic whole-object
+# PUTs whose paths begin with a bucket (https:// cannot be written; an hf:// write is a commit).
+RUN_PROTOCOLS = ("s3", "s3a", "gs", "gcs")
 _URL = re.compile(r"^([a-z][a-z0-9+.-]*)://", re.IGNORECASE)
 
 
@@ -30,6 +33,11 @@ def protocol(name: str) -> str | None:
 
 def is_remote(name) -> bool:
     return protocol(name) in REMOTE_PROTOCOLS
+
+
+def holds_runs(name) -> bool:
+    """Whether `name` is an object-storage prefix a run folder may live at."""
+    return protocol(name) in RUN_PROTOCOLS
 
 
 def filesystem(url: str):

@@ -34,19 +34,19 @@ from distill.safefs import atomic_write
 
 STATE_DIR = ".remote"  # hidden: not a run file
 URL_FILE = "url"
-BUCKET_PROTOCOLS = ("s3", "s3a", "gs", "gcs")  # the first part of the path is a bucket
 
 
 def normal_url(url: str) -> str:
     return str(url).rstrip("/")
 
 
-def default_staging(url: str) -> Path:
-    """Where a remote run is staged or mirrored unless `--staging` says: a folder under the
-    user's cache named from the URL's hash (the same URL, the same folder)."""
+def default_staging(url: str, purpose: str = "runs") -> Path:
+    """Where a remote run is staged (`runs`) unless `--staging` says, or mirrored for the
+    stages that read it (`mirrors`: apart, so a reader never prunes a labeler's staged shard
+    before its push): a folder under the user's cache named from the URL's hash."""
     cache = Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser()
     digest = hashlib.sha256(normal_url(url).encode()).hexdigest()[:16]
-    return cache / "distill" / "runs" / digest
+    return cache / "distill" / purpose / digest
 
 
 def staging_folder(url: str, staging: str | Path | None = None) -> Path:
@@ -80,7 +80,7 @@ def _fs(url: str):
     try:
         return remote.filesystem(url)
     except remote.RemoteError as exc:
-        raise DistillError(f"--out {url}: {exc}") from None
+        raise DistillError(f"{url}: {exc}") from None
 
 
 def _failure(url: str, exc: BaseException) -> DistillError:
@@ -98,7 +98,7 @@ def _failure(url: str, exc: BaseException) -> DistillError:
 def check_bucket(url: str) -> None:
     """A bucket that does not exist (or that these credentials cannot see) is one line now,
     not an error after the inputs were listed."""
-    if remote.protocol(url) not in BUCKET_PROTOCOLS:
+    if not remote.holds_runs(url):
         return
     fs, path = _fs(url)
     bucket = path.split("/", 1)[0]
@@ -283,14 +283,15 @@ def start_labeling(url: str, staging: str | Path | None) -> Path:
     return folder
 
 
-def mirror(url: str, staging: str | Path | None = None) -> Path:
-    """A finished (or half-written) remote run as a local run folder, for the stages that
-    read one: pulled into the cache, only what changed since the last mirror; returns it."""
+def mirror(url: str, folder: str | Path | None = None) -> Path:
+    """A remote run as a local run folder, for the stages that read one: pulled into
+    `folder` (default: the cache's `mirrors`), only what changed since the last mirror, and
+    whatever it held that the remote does not removed; returns it."""
     url = normal_url(url)
     objects = list_objects(url)
     if not objects:
         check_bucket(url)
         raise DistillError(f"{url}: no run there (no objects under that prefix)")
-    folder = claim_staging(url, staging)
+    folder = claim_staging(url, folder or default_staging(url, "mirrors"))
     pull(url, folder, prune=True, objects=objects)
     return folder

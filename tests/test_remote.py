@@ -146,6 +146,6 @@ def test_an_output_url_of_no_known_protocol_is_one_line_not_a_local_folder_named
     from distill.config import LabelConfig, from_mapping
     from distill.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="give a local folder or an s3://"):
+    with pytest.raises(ConfigError, match="give a local folder, or an s3:// or gs:// prefix"):
         from_mapping(LabelConfig, {"source": {"kind": "folder", "root": "s3://b/photos"},
                                    "out": "ftp://b/run"})

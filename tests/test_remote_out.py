@@ -101,7 +101,7 @@ def test_a_later_stage_reads_a_remote_run_through_its_mirror(runs_bucket, photos
     assert result.exit_code == 0, result.output
     assert s3_filesystem().exists("runs/read/dedup.parquet")  # what dedup wrote is pushed back
     mirrored = remote_run.mirror(url)
-    assert mirrored == remote_run.default_staging(url)
+    assert mirrored == remote_run.default_staging(url, "mirrors")
     assert run_folder.read_labels(mirrored) == run_folder.read_labels(local_run)
     before = {path: path.stat().st_mtime_ns for path in mirrored.rglob("*.parquet")}
     remote_run.mirror(url)  # nothing changed remotely: nothing pulled again

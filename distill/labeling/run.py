@@ -184,7 +184,7 @@ def check_device(asked: str) -> None:
 
 def remote_url(config: LabelConfig) -> str | None:
     """The object-storage prefix that holds the run (`--out s3://…`), or None."""
-    return remote_run.normal_url(config.out) if remote.is_remote(config.out) else None
+    return remote_run.normal_url(config.out) if remote.holds_runs(config.out) else None
 
 
 def run_out(config: LabelConfig) -> Path:
