@@ -49,7 +49,7 @@ def filesystem(url: str):
         return fsspec.core.url_to_fs(url)
     except ImportError as exc:
         hint = " (pip install 'distill[s3]')" if protocol(url) in ("s3", "s3a") else ""
-        raise RemoteError(f"cannot read {protocol(url)}:// objects: {exc}{hint}") from None
+        raise RemoteError(f"no {protocol(url)}:// support here: {exc}{hint}") from None
 
 
 def _info(fs, path: str) -> dict:

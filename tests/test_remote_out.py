@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from distill import remote_run, run_folder
-from distill.errors import ConfigError
+from distill.errors import ConfigError, DistillError
 from tests.conftest import s3_filesystem
 
 OPTIONS = {"teachers": "technical", "shard_size": 2, "batch_size": 2, "score_workers": 0,
@@ -131,6 +131,22 @@ def test_remote_runs_refuse_in_one_line(runs_bucket, photos, tmp_path):
     (staging / "mine.txt").write_text("a user's file")
     result = CliRunner().invoke(main, [*label, "s3://runs/new", "--staging", str(staging)])
     assert result.exit_code == 2 and f"--staging {staging} is not empty" in result.output
+    remote_run.claim_staging("s3://runs/new", tmp_path / "claimed")
+    with pytest.raises(DistillError, match="stages s3://runs/new, not s3://runs/newer"):
+        remote_run.claim_staging("s3://runs/newer", tmp_path / "claimed")
+
+
+def test_without_s3fs_a_remote_run_is_one_line(runs_bucket, photos, monkeypatch):
+    import importlib
+
+    from distill.cli import main
+
+    monkeypatch.setitem(sys.modules, "s3fs", None)  # as if the [s3] extra were not installed
+    monkeypatch.delitem(importlib.import_module("fsspec.registry")._registry, "s3")
+    result = CliRunner().invoke(main, ["label", "--source", str(photos), "--out", "s3://runs/x"])
+    assert result.exit_code == 2, result.output
+    assert "s3://runs/x: no s3:// support here" in result.output
+    assert "pip install 'distill[s3]'" in result.output
 
 
 def test_a_shard_labeled_on_another_machine_pulls_what_it_needs_and_pushes_its_shard(
