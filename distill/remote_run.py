@@ -30,7 +30,7 @@ from pathlib import Path
 
 from distill import remote, run_folder
 from distill.errors import DistillError
-from distill.safefs import atomic_write
+from distill.safefs import atomic_write, sha256_file
 
 STATE_DIR = ".remote"  # hidden: not a run file
 URL_FILE = "url"
@@ -123,11 +123,16 @@ def _record_path(staging: Path, name: str) -> Path:
     return staging / STATE_DIR / "objects" / f"{name}.json"
 
 
-def _record(staging: Path, name: str, info: dict) -> None:
+def _record(staging: Path, name: str, info: dict | None = None, stamp: list | None = None,
+            digest: str | None = None) -> None:
+    """What the staged file `name` and its object are now (the object: `info`, or its
+    `stamp` as recorded), with the file's sha256 (`digest`, if known)."""
     local = (staging / name).stat()
     with atomic_write(_record_path(staging, name)) as partial:
-        partial.write_text(json.dumps({"remote": _stamp(info),
-                                       "local": [local.st_size, local.st_mtime_ns]}))
+        partial.write_text(json.dumps({
+            "remote": _stamp(info) if info is not None else stamp,
+            "local": [local.st_size, local.st_mtime_ns],
+            "sha256": digest or sha256_file(staging / name)}))
 
 
 def _recorded(staging: Path, name: str) -> dict | None:
@@ -253,10 +258,21 @@ def push_shard(url: str, staging: Path, index: int) -> None:
 
 
 def changed(staging: Path) -> list[str]:
-    """The staged run files written here since they were last pulled or pushed."""
-    names = [path.relative_to(staging).as_posix() for path in _run_files(Path(staging))]
-    return sorted(name for name in names
-                  if not _unchanged_locally(Path(staging), name, _recorded(Path(staging), name)))
+    """The staged run files written here since they were last pulled or pushed. A file
+    rewritten with the bytes it had (a rerun's fusion of an already fused shard) is not:
+    its record is brought up to date instead, and nothing is sent again."""
+    staging, found = Path(staging), []
+    for path in _run_files(staging):
+        name = path.relative_to(staging).as_posix()
+        record = _recorded(staging, name)
+        if _unchanged_locally(staging, name, record):
+            continue
+        digest = sha256_file(path) if record is not None else None
+        if record is not None and record.get("sha256") == digest:
+            _record(staging, name, stamp=record.get("remote"), digest=digest)
+        else:
+            found.append(name)
+    return sorted(found)
 
 
 def push_changed(url: str, staging: Path) -> list[str]:

@@ -120,7 +120,8 @@ def fill_up(folder: Path) -> None:
 class S3Server:
     """moto's S3 server on 127.0.0.1 (a real HTTP server the code under test talks to), with
     a gate: `hold(fragment)` makes the next PUTs of a key containing `fragment` wait, so a
-    test can kill a writer at an exact point; `drop()` then fails them (never stored)."""
+    test can kill a writer at an exact point; `drop()` then fails them (never stored).
+    `puts` lists the paths of the PUTs it answered."""
 
     def __init__(self):
         import threading
@@ -136,6 +137,7 @@ class S3Server:
         self._held: str | None = None
         self._release = threading.Event()
         self.arrived = threading.Event()
+        self.puts: list[str] = []
         self._server = make_server("127.0.0.1", 0, self._app, threaded=True,
                                    request_handler=MotoRequestHandler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -149,6 +151,8 @@ class S3Server:
             self._release.wait(timeout=300)
             start_response("503 Slow Down", [("Content-Length", "0")])
             return [b""]
+        if environ["REQUEST_METHOD"] == "PUT":
+            self.puts.append(environ["PATH_INFO"])
         return self._moto(environ, start_response)
 
     def hold(self, fragment: str) -> None:

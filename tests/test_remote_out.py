@@ -96,6 +96,9 @@ def test_a_later_stage_reads_a_remote_run_through_its_mirror(runs_bucket, photos
 
     url = "s3://runs/read"
     label(source=str(photos), out=url, **OPTIONS)  # staged in the module's cache
+    runs_bucket.puts.clear()
+    label(source=str(photos), out=url, **OPTIONS)  # finished: finalized again, as locally
+    assert runs_bucket.puts == ["/runs/read/manifest.json"]  # the same fused bytes stay put
     result = CliRunner().invoke(main, ["dedup", "--labels", url, "--descriptor", "offline",
                                        "--no-progress"])
     assert result.exit_code == 0, result.output
