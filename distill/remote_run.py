@@ -211,6 +211,7 @@ def pull(url: str, staging: Path, names: Iterable[str] | None = None, *,
         try:
             with atomic_write(target) as partial:
                 fs.get_file(f"{root.rstrip('/')}/{name}", str(partial))
+                _date(partial, info)
         except FileNotFoundError:
             continue  # deleted since it was listed: as if never listed
         except Exception as exc:  # noqa: BLE001
@@ -226,6 +227,15 @@ def pull(url: str, staging: Path, names: Iterable[str] | None = None, *,
                 path.unlink()
                 _record_path(staging, name).unlink(missing_ok=True)
     return objects
+
+
+def _date(path: Path, info: dict) -> None:
+    """A pulled file gets its object's time, as a local copy keeps its file's: "written after
+    the shards" (`claims._finalized_since`) reads the same on the staged copy."""
+    when = info.get("LastModified") or info.get("mtime") or info.get("updated")
+    stamp = when.timestamp() if hasattr(when, "timestamp") else when
+    if isinstance(stamp, int | float):
+        os.utime(path, (stamp, stamp))
 
 
 def _run_files(staging: Path) -> list[Path]:
@@ -257,12 +267,14 @@ def push_shard(url: str, staging: Path, index: int) -> None:
     push(url, staging, [name for name in names if (Path(staging) / name).exists()])
 
 
-def changed(staging: Path) -> list[str]:
-    """The staged run files written here since they were last pulled or pushed. A file
-    rewritten with the bytes it had (a rerun's fusion of an already fused shard) is not:
-    its record is brought up to date instead, and nothing is sent again."""
+def changed(staging: Path, names: Iterable[str] | None = None) -> list[str]:
+    """The staged run files (of `names`, in that order; else all, sorted) written here since
+    they were last pulled or pushed. A file rewritten with the bytes it had (a rerun's fusion of an already fused
+    shard) is not: its record is brought up to date instead, and nothing is sent again."""
     staging, found = Path(staging), []
-    for path in _run_files(staging):
+    paths = (_run_files(staging) if names is None else
+             [staging / name for name in names if (staging / name).is_file()])
+    for path in paths:
         name = path.relative_to(staging).as_posix()
         record = _recorded(staging, name)
         if _unchanged_locally(staging, name, record):
@@ -272,7 +284,7 @@ def changed(staging: Path) -> list[str]:
             _record(staging, name, stamp=record.get("remote"), digest=digest)
         else:
             found.append(name)
-    return sorted(found)
+    return sorted(found) if names is None else found  # the order asked for
 
 
 def push_changed(url: str, staging: Path) -> list[str]:

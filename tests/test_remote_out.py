@@ -64,6 +64,7 @@ def test_a_run_killed_mid_push_resumes_and_equals_labeling_a_local_folder(
 
     staging = tmp_path / "staging"
     runs_bucket.hold("labels-00001")  # shard 1 is written in staging, its labels PUT waits
+    runs_bucket.puts.clear()
     process = subprocess.Popen(
         [sys.executable, "-m", "distill.cli", "label", "--source", str(photos), "--out",
          "s3://runs/killed", "--staging", str(staging), "--teachers", "technical",
@@ -79,6 +80,9 @@ def test_a_run_killed_mid_push_resumes_and_equals_labeling_a_local_folder(
     assert arrived, stderr
     assert run_folder.labels_path(staging, 1).exists()  # labeled here, never pushed
     assert sorted(_remote_shards("runs/killed")) == [0]
+    assert runs_bucket.puts == [f"/runs/killed/{name}" for name in (  # labels after the rest
+        "run.json", "inputs.parquet", "shards/errors-00000.parquet",
+        "shards/labels-00000.parquet", "shards/errors-00001.parquet")]
 
     summary = label(source=str(photos), out="s3://runs/killed", staging=str(staging), **OPTIONS)
     assert [record["shard"] for record in summary["ledger"]] == [1, 2]  # shard 1 again

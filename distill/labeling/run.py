@@ -216,10 +216,8 @@ def open_run(config: LabelConfig, progress: bool, device: str,
             safefs.remove_stale_partials(folder)
         inputs = freeze_inputs(out, source, config.source, progress)
         if url:  # run.json first: a resume that finds inputs.parquet alone skips its check
-            fresh = remote_run.changed(out)
-            remote_run.push(url, out, [name for name in (run_folder.RUN_FILE,
-                                                         run_folder.INPUTS_FILE)
-                                       if name in fresh])
+            remote_run.push(url, out, remote_run.changed(out, [run_folder.RUN_FILE,
+                                                               run_folder.INPUTS_FILE]))
         return config, source, inputs
     return config, source, None
 
