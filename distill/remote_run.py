@@ -193,19 +193,42 @@ def _infos(url: str, names: Iterable[str]) -> dict[str, dict]:
     return found
 
 
+# The run's own files (`run_folder`'s names): a pull makes them the remote's, whatever was
+# written here. Anything else in the folder (a review queue a person is filling in, a
+# calibrated fusion YAML) is theirs: never overwritten while changed here, never removed;
+# `push_changed` sends it up with what the command wrote.
+OWN_FILES = {run_folder.INPUTS_FILE, run_folder.RUN_FILE, run_folder.MANIFEST_FILE,
+             run_folder.ERRORS_FILE, run_folder.HUMAN_FILE, run_folder.DEDUP_FILE,
+             run_folder.DEDUP_SUMMARY, run_folder.DEDUP_PAIRS, run_folder.SHARD_DIR}
+
+
+def _own(name: str) -> bool:
+    return name.split("/", 1)[0] in OWN_FILES
+
+
+def _edited_here(staging: Path, name: str) -> bool:
+    """Whether the staged file `name` holds bytes that no pull or push recorded."""
+    path = staging / name
+    if not path.is_file():
+        return False
+    record = _recorded(staging, name)
+    return record is None or (not _unchanged_locally(staging, name, record)
+                              and record.get("sha256") != sha256_file(path))
+
+
 def pull(url: str, staging: Path, names: Iterable[str] | None = None, *,
          prune: bool = False, objects: dict[str, dict] | None = None) -> dict[str, dict]:
     """Make the staged copies of the run's objects (`names`, or every object under `url`;
     `objects`: that listing, already made) those of the remote, pulling only the ones that
-    changed (by size and ETag, or a local file changed since). `prune`: staged run files the
-    remote does not hold are removed (a shard written here whose push never finished is
-    labeled again). Returns the objects."""
+    changed (by size and ETag, or a run file changed here since; `OWN_FILES`). `prune`:
+    staged run files the remote does not hold are removed (a shard written here whose push
+    never finished is labeled again). Returns the objects."""
     staging = Path(staging)
     if objects is None:
         objects = list_objects(url) if names is None else _infos(url, names)
     fs, root = _fs(url)
     for name, info in objects.items():
-        if _fresh(staging, name, info):
+        if _fresh(staging, name, info) or (not _own(name) and _edited_here(staging, name)):
             continue
         target = staging / name
         try:
@@ -223,7 +246,7 @@ def pull(url: str, staging: Path, names: Iterable[str] | None = None, *,
     if prune:
         for path in _run_files(staging):
             name = path.relative_to(staging).as_posix()
-            if name not in objects:
+            if name not in objects and _own(name):
                 path.unlink()
                 _record_path(staging, name).unlink(missing_ok=True)
     return objects

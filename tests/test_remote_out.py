@@ -113,6 +113,18 @@ def test_a_later_stage_reads_a_remote_run_through_its_mirror(runs_bucket, photos
     before = {path: path.stat().st_mtime_ns for path in mirrored.rglob("*.parquet")}
     remote_run.mirror(url)  # nothing changed remotely: nothing pulled again
     assert {path: path.stat().st_mtime_ns for path in mirrored.rglob("*.parquet")} == before
+    # a person's file in the mirror (`active`'s queue, filled in) is kept, then pushed
+    queue = mirrored / "review" / "queue.csv"
+    queue.parent.mkdir()
+    queue.write_text("image_id,human_label\n")
+    remote_run.mirror(url)
+    assert queue.exists() and remote_run.push_changed(url, mirrored) == ["review/queue.csv"]
+    queue.write_text("image_id,human_label\nabc,keep\n")  # edited after it was pushed
+    remote_run.mirror(url)
+    assert queue.read_text().endswith("abc,keep\n")
+    (mirrored / run_folder.SHARD_DIR / "labels-00009.parquet").write_bytes(b"left by a crash")
+    remote_run.mirror(url)  # a run file the remote does not hold: removed
+    assert not (mirrored / run_folder.SHARD_DIR / "labels-00009.parquet").exists()
     with pytest.raises(ConfigError, match=f"{url} was started with shard_size = 2, this call "
                        "asks for 3"):
         label(source=str(photos), out=url, **{**OPTIONS, "shard_size": 3})
