@@ -9,9 +9,9 @@ embeddings → errors → labels; the manifest is pushed last (the run is comple
 
 What the staging folder holds of the remote is recorded beside each file, under the hidden
 `.remote/` folder: the object's size and ETag when it was pulled or pushed, and the local
-file's size and mtime then. A file whose record still matches both sides is not moved again
-(a mirror re-pulls only what changed); a file written locally since (a shard labeled, a
-fused rewrite) is what `push_changed` sends. Hidden names are not run files, so
+file's size, mtime and sha256 then. A file whose record still matches both sides is not moved
+again (a mirror re-pulls only what changed); a file written locally since with other bytes
+(a shard labeled, a fused rewrite) is what `push_changed` sends. Hidden names are not run files, so
 `run_folder.refuse_unless_empty` and the shard listing ignore `.remote/`.
 
 Lease files are not moved: they need an exclusive create and a heartbeat (an mtime touch)

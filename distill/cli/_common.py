@@ -26,8 +26,6 @@ class RunFolder(click.Path):
     human.parquet, re-fused shards) is pushed back once it succeeded. The one place the CLI
     resolves a run."""
 
-    name = "run"
-
     def __init__(self):
         super().__init__(exists=True, file_okay=False)
 
