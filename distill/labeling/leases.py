@@ -23,9 +23,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
-
 from distill import run_folder
+from distill.safefs import process_alive
 
 LEASE_SECONDS = 60.0  # a holder silent this long is taken to be dead (clocks agree far better)
 FINAL = "final"  # the lease of the finalization
@@ -91,18 +90,9 @@ def is_live(path: Path, seconds: float = LEASE_SECONDS) -> bool:
     except FileNotFoundError:
         return False
     who = holder(path)
-    if who.get("host") == socket.gethostname() and not _process_alive(who.get("pid")):
+    if who.get("host") == socket.gethostname() and not process_alive(who.get("pid")):
         return False
     return time.time() - touched < seconds
-
-
-def _process_alive(pid) -> bool:
-    """Whether `pid` is a process that still runs (a killed child its parent has not reaped
-    yet is a zombie: gone)."""
-    try:
-        return psutil.Process(int(pid)).status() != psutil.STATUS_ZOMBIE
-    except (psutil.NoSuchProcess, TypeError, ValueError):
-        return False
 
 
 def _create(out: Path, name: str, attempt: int, seconds: float) -> Lease | None:
