@@ -63,11 +63,8 @@ def _claims(done: _Done, limit: int | None, seconds: float) -> Iterator[leases.L
 
 def _claimable(done: _Done, seconds: float) -> bool:
     """Whether a shard not done has no live lease (its holder died, or gave it up)."""
-    for shard in done.left:
-        if shard not in done:
-            if not leases.is_held(done.out, leases.lease_name(shard), seconds):
-                return True
-    return False
+    return any(shard not in done and not leases.is_held(done.out, leases.lease_name(shard), seconds)
+               for shard in done.left)
 
 
 def _finalized_since(out: Path, since: float) -> bool:
