@@ -59,6 +59,30 @@ def test_slices_of_a_run_frozen_with_another_grouping_are_the_same(tmp_path):
             assert run_folder.read_shard_inputs(out, k, 4) == table.slice(k * 4, 4)
 
 
+def test_a_processs_slices_parse_the_footer_once_until_the_file_is_replaced(tmp_path,
+                                                                          monkeypatch):
+    parsed = []  # per ParquetFile opened: whether it parsed the footer
+
+    class Counted(pq.ParquetFile):
+        def __init__(self, source, *args, metadata=None, **options):
+            parsed.append(metadata is None)
+            super().__init__(source, *args, metadata=metadata, **options)
+
+    monkeypatch.setattr(pq, "ParquetFile", Counted)
+    out = tmp_path / "run"
+    out.mkdir()
+    table = pa.table({"image_id": [str(i) for i in range(10)], "key": [str(i) for i in range(10)]})
+    pq.write_table(table, out / run_folder.INPUTS_FILE, row_group_size=4)
+    for k in range(3):
+        assert run_folder.read_shard_inputs(out, k, 4) == table.slice(k * 4, 4)
+    assert parsed == [True, False, False]
+    replaced = pa.table({"image_id": ["x", "y"], "key": ["x", "y"]})  # a new run in the folder
+    pq.write_table(replaced, out / "new.parquet")
+    os.replace(out / "new.parquet", out / run_folder.INPUTS_FILE)
+    assert run_folder.read_shard_inputs(out, 0, 4) == replaced
+    assert parsed == [True, False, False, True]
+
+
 def test_a_repeated_key_is_one_line_and_leaves_no_inputs_file(tmp_path):
     names = NAMES[:5] + [NAMES[2]] + NAMES[5:]
     config = {"kind": "filelist", "file": str(_manifest(tmp_path, names))}
