@@ -4,9 +4,11 @@ read an object (whole or a byte range) under the read rule, list a prefix, open 
 The read rule for remote objects is the local one's (`decode.read_bytes`): only a file, of
 sane size, and what was checked is what is read. The size comes from the object's info
 before a byte is fetched, and a read that returns another length is refused. A tar shard's
-info is fetched once per process for all its members. Each protocol
-needs its fsspec implementation installed (`s3fs` for s3://: the `[s3]` extra; `gcsfs`;
-`huggingface_hub` for hf://; `aiohttp` for https://); a missing one is a one-line error.
+info is fetched once per process for all its members, and a shard whose server answers a
+range request with the whole object is refused once, for all its members, without
+downloading it. Each protocol needs its fsspec implementation installed (`s3fs` for s3://:
+the `[s3]` extra; `gcsfs`; `huggingface_hub` for hf://; `aiohttp` for https://); a missing
+one is a one-line error.
 """
 
 from __future__ import annotations
@@ -85,6 +87,7 @@ class _Shard:
 
     def __init__(self, length: int | None):
         self.length = length
+        self.refused: str | None = None  # why every member is refused (its server's ranges)
 
 
 _SHARDS: dict[str, _Shard] = {}
@@ -104,19 +107,41 @@ def _shard(fs, path: str, url: str) -> _Shard:
 
 
 def _read_range(url: str, max_bytes: int, offset: int, size: int) -> bytes:
-    """`size` bytes from `offset` of the tar shard at `url`, by one range request."""
+    """`size` bytes from `offset` of the tar shard at `url`, by one range request.
+
+    A server that answers with the whole object instead (200, not 206) is found from the
+    response's headers before its body is read (fsspec's HTTP file checks them), or, from
+    a store whose client reads the body anyway, by its length; either way the shard is
+    refused then, for this and every later member, with no more requests."""
     if size > max_bytes:
         raise RemoteError(f"too large: {size} bytes > {max_bytes} (max_bytes)")
     fs, path = filesystem(url)
     shard = _shard(fs, path, url)
+    if shard.refused:
+        raise RemoteError(shard.refused)
     if shard.length is not None and offset + size > shard.length:
         raise RemoteError(f"truncated: {offset + size} bytes asked of {shard.length}")
     if not size:
         return b""
-    data = _fetch(lambda: fs.cat_file(path, start=offset, end=offset + size))
-    if len(data) != size and len(data) == shard.length:
-        raise RemoteError(f"the server ignores range requests (sent all {shard.length} bytes "
-                          f"for {size}); serve the shards from one that honours them")
+
+    def read() -> bytes | None:
+        # a file object reading exactly the range ("none": no read-ahead), sized from the
+        # shard's info so that opening it asks the server nothing
+        with fs.open(path, "rb", size=shard.length, cache_type="none") as handle:
+            handle.seek(offset)
+            try:
+                return handle.read(size)
+            except ValueError as exc:  # fsspec's HTTP file: a 200 for a range, unread
+                if "range" not in str(exc).lower():
+                    raise
+                return None
+
+    data = _fetch(read)
+    if data is None or (len(data) != size and len(data) == shard.length):
+        shard.refused = (f"the server ignores range requests (it sends all of the shard for "
+                         f"a member: {url} is refused whole); serve the shards from one that "
+                         "honours them")
+        raise RemoteError(shard.refused)
     return _same_length(data, size)
 
 

@@ -1,11 +1,16 @@
 """Range reads of WebDataset tar members over http (a server on 127.0.0.1 that logs its
-requests): a shard's info is asked once per process, not once per member."""
+requests): a shard's info is asked once per process, not once per member, and a server
+that answers a range request with the whole shard is refused once, for every member,
+without the shard being downloaded."""
 
 from __future__ import annotations
 
 import io
 import tarfile
 
+import pytest
+
+from distill.decode import DecodeError
 from distill.sources import create_source
 
 
@@ -34,3 +39,25 @@ def test_a_shards_members_cost_one_info_request_and_one_range_read_each(http_fol
     assert http_folder.count("HEAD") == 1  # was one per member
     assert http_folder.count("GET") == len(members)
     assert all(ranged for method, _, ranged in http_folder.requests if method == "GET")
+
+
+def test_a_server_ignoring_ranges_refuses_a_shard_once_without_sending_it(http_folder,
+                                                                          tmp_path):
+    members = _members(4, 4 << 20)  # 16 MB: more than any socket buffers in between
+    _shard(http_folder.folder, f"{tmp_path.name}.tar", members)
+    source = create_source({"kind": "webdataset",
+                            "shards": f"{http_folder.url}/{tmp_path.name}.tar"})
+    items = list(source.items())
+    http_folder.ranges = False  # e.g. a proxy in front of it that drops the Range header
+    http_folder.requests.clear()
+    http_folder.sent = 0
+    reasons = set()
+    for item in items:
+        with pytest.raises(DecodeError, match="ignores range requests") as refused:
+            source.read(item.locator)
+        reasons.add(str(refused.value))
+    assert len(reasons) == 1 and f"{tmp_path.name}.tar is refused whole" in reasons.pop()
+    assert [method for method, _, _ in http_folder.requests] == ["HEAD", "GET"]
+    # what the socket buffers took before the client hung up (up to the sender's 4 MB
+    # on Linux), never the shard: before, each member's read downloaded all 16 MB
+    assert http_folder.sent < (http_folder.folder / f"{tmp_path.name}.tar").stat().st_size / 2
