@@ -85,8 +85,8 @@ def read_object(url: str, max_bytes: int, offset: int | None = None,
 class _Shard:
     """What this process knows of a tar shard its members are read from."""
 
-    def __init__(self, length: int | None):
-        self.length = length
+    def __init__(self, info: dict):
+        self.info, self.length = info, info.get("size")
         self.refused: str | None = None  # why every member is refused (its server's ranges)
 
 
@@ -99,7 +99,7 @@ def _shard(fs, path: str, url: str) -> _Shard:
     not one each); a failure is not kept: the next member asks again."""
     shard = _SHARDS.get(url)
     if shard is None:
-        shard = _Shard(_file_info(fs, path).get("size"))
+        shard = _Shard(_file_info(fs, path))
         while len(_SHARDS) >= _SHARDS_KEPT:
             _SHARDS.pop(next(iter(_SHARDS)))
         _SHARDS[url] = shard
@@ -125,9 +125,10 @@ def _read_range(url: str, max_bytes: int, offset: int, size: int) -> bytes:
         return b""
 
     def read() -> bytes | None:
-        # a file object reading exactly the range ("none": no read-ahead), sized from the
-        # shard's info so that opening it asks the server nothing
+        # a file object reading exactly the range ("none": no read-ahead), given the
+        # shard's info so that neither opening nor reading it asks for it again (s3fs would)
         with fs.open(path, "rb", size=shard.length, cache_type="none") as handle:
+            handle.details = shard.info
             handle.seek(offset)
             try:
                 return handle.read(size)
