@@ -128,7 +128,8 @@ def _read_range(url: str, max_bytes: int, offset: int, size: int) -> bytes:
         # a file object reading exactly the range ("none": no read-ahead), given the
         # shard's info so that neither opening nor reading it asks for it again (s3fs would)
         with fs.open(path, "rb", size=shard.length, cache_type="none") as handle:
-            handle.details = shard.info
+            if shard.length is not None:  # (setting details sets the size too)
+                handle.details = shard.info
             handle.seek(offset)
             try:
                 return handle.read(size)
