@@ -41,6 +41,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from distill.similar.sharded import REACH
+
 RESULTS = Path(__file__).parent / "results" / "dedup_scale.json"
 DIM = 512
 NOISE = 0.75  # |noise| / |centre|: same-centre cosine ≈ 1 / (1 + NOISE²) ≈ 0.64
@@ -171,7 +173,7 @@ def plan_worker(run: Path, args) -> dict:
 
     spec = IndexSpec(kind=args.index, nlist=args.nlist, nprobe=args.nprobe, k=args.k,
                      ef_search=args.ef_search, hnsw_m=args.hnsw_m)
-    plan = ShardSpec(clusters=args.clusters, assign=args.assign, workers=args.workers) \
+    plan = ShardSpec(clusters=args.clusters, reach=args.reach, workers=args.workers) \
         if args.plan == "sharded" else "single"
     started = time.perf_counter()
     summary = run_dedup(run, threshold=args.threshold, index=spec, plan=plan, progress=False)
@@ -248,12 +250,18 @@ def compare_plans(run: Path, args, copies: np.ndarray, originals: np.ndarray) ->
 
 
 def cell_coverage(args) -> dict:
-    """Which planted pairs share a cell under each assignment rule, with the centroids the
-    sharded plan trains on these vectors (same sample, same seed). In-cell search is exact, so
-    a planted pair sharing a cell is a pair the plan finds: this prices --assign without
-    running the searches."""
+    """Which planted pairs share a cell under each routing rule, with the centroids the sharded
+    plan trains on these vectors (same sample, same seed). In-cell search is exact, so a planted
+    pair sharing a cell is a pair the plan finds: this prices --reach without running the
+    searches. `search_work` is Σ cell size² / 2, the pairs the searches score."""
     from distill.similar import descriptors
-    from distill.similar.sharded import assign_chunk, default_clusters, train_centroids
+    from distill.similar.search import CANDIDATE_MARGIN
+    from distill.similar.sharded import (
+        default_clusters,
+        exact_margin,
+        route_chunk,
+        train_centroids,
+    )
 
     vectors, copies, originals = synthetic_vectors(args.n, args.centres, args.planted, args.dim,
                                                    noise=args.noise)
@@ -261,20 +269,29 @@ def cell_coverage(args) -> dict:
     cells = args.clusters or default_clusters(args.n)
     started = time.perf_counter()
     centroids = train_centroids(vectors, np.arange(args.n), cells)
-    copy_top, original_top = (assign_chunk(vectors[r], centroids, 8) for r in (copies, originals))
-    row = {"clusters": cells, "pairs": len(copies),
-           "train_and_assign_s": round(time.perf_counter() - started, 1)}
-    for m in (1, 2, 3, 4):
-        shared = [bool(set(x[:m]) & set(y[:m])) for x, y in zip(copy_top, original_top)]
-        row[f"missed_top{m}_both_ways"] = len(shared) - sum(shared)
-    for m in (2, 4, 8):  # IVF-like: a member of its first cell, a query in its top m
-        probed = [x[0] in y[:m] or y[0] in x[:m] for x, y in zip(copy_top, original_top)]
-        row[f"missed_home_probe{m}"] = len(probed) - sum(probed)
+    row = {"clusters": cells, "pairs": len(copies), "train_s": round(time.perf_counter() - started, 1)}
+    full = exact_margin(args.threshold - CANDIDATE_MARGIN)
+    for reach in (0.0, 0.015, 0.03, 0.045, 0.06):
+        started = time.perf_counter()
+        members = [set() for _ in range(args.n)]
+        sizes = np.zeros(cells, dtype=np.int64)
+        for start in range(0, args.n, CHUNK):
+            positions, joined, _, _ = route_chunk(vectors[start:start + CHUNK], centroids,
+                                                  reach * full)
+            sizes += np.bincount(joined, minlength=cells)
+            for position, cell in zip((positions + start).tolist(), joined.tolist()):
+                members[position].add(cell)
+        missed = sum(not members[c] & members[o] for c, o in zip(copies, originals))
+        row[f"reach{reach}"] = {"margin": round(reach * full, 4), "missed": missed,
+                                "cells_per_vector": round(float(sizes.sum()) / args.n, 3),
+                                "search_work": float(np.sum(sizes.astype(float) ** 2) / 2),
+                                "route_s": round(time.perf_counter() - started, 1)}
+        print(reach, row[f"reach{reach}"], flush=True)
     return row
 
 
 def _forwarded(args) -> list[str]:
-    names = ("index", "nprobe", "k", "hnsw_m", "ef_search", "threshold", "queries", "assign",
+    names = ("index", "nprobe", "k", "hnsw_m", "ef_search", "threshold", "queries", "reach",
              "workers")
     forwarded = [f"--{name.replace('_', '-')}={getattr(args, name)}" for name in names]
     return forwarded + [f"--{name}={getattr(args, name)}" for name in ("nlist", "clusters")
@@ -365,11 +382,12 @@ def main():
                         help="noise/centre norm ratio: same-centre cosine ≈ 1/(1+noise²)")
     parser.add_argument("--compare", action="store_true", help="single vs sharded plan")
     parser.add_argument("--coverage", action="store_true",
-                        help="planted pairs sharing a cell under top-m assignment")
+                        help="planted pairs sharing a cell at several --reach values")
     parser.add_argument("--plan", default="single", choices=["single", "sharded"],
                         help=argparse.SUPPRESS)
     parser.add_argument("--clusters", type=int, default=None, help="sharded plan: k-means cells")
-    parser.add_argument("--assign", type=int, default=2, help="sharded plan: cells per vector")
+    parser.add_argument("--reach", type=float, default=REACH,
+                        help="sharded plan: margin past the best cell, a fraction of the exact one")
     parser.add_argument("--workers", type=int, default=1, help="sharded plan: local processes")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
@@ -425,7 +443,7 @@ def main():
               "loadavg_after": os.getloadavg(), **result}
     print(json.dumps({k: v for k, v in result.items() if k != "summary"}, indent=2))
     if args.compare:
-        result["sharded_plan"] = {"clusters": args.clusters, "assign": args.assign,
+        result["sharded_plan"] = {"clusters": args.clusters, "reach": args.reach,
                                   "workers": args.workers}
         _save(args.out, "plans", f"n{args.n}", result)
     else:

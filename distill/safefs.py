@@ -36,6 +36,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Self
 
+import psutil
+
 from distill.decode import DecodeError, open_regular, refuse_unless_regular
 from distill.errors import DistillError
 
@@ -131,20 +133,24 @@ def remove_stale_partials(folder: str | os.PathLike) -> list[Path]:
     host, removed = socket.gethostname(), []
     for partial in Path(folder).glob(".*.partial"):
         prefix, pid, _random, _ = partial.name.rsplit(".", 3)
-        if prefix.endswith(f".{host}") and pid.isdigit() and not _alive(int(pid)):
+        if prefix.endswith(f".{host}") and pid.isdigit() and not process_alive(pid):
             partial.unlink(missing_ok=True)
             removed.append(partial)
     return removed
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid) -> bool:
+    """Whether `pid` (a number, or its text) is a process of this host that still runs: the
+    one liveness rule of partial files, leases and scoring workers. A zombie (killed, not yet
+    reaped by its parent) is dead: it will never write or beat again, though `kill(pid, 0)`
+    still finds it. Someone else's process is alive (we may not signal it, but it runs)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        pid = int(pid)
+        return pid > 0 and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except (psutil.NoSuchProcess, TypeError, ValueError):
         return False
-    except PermissionError:  # someone else's process: alive
+    except psutil.AccessDenied:
         return True
-    return True
 
 
 def free_name(target: Path, accept=lambda candidate: True) -> Path:

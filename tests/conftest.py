@@ -34,6 +34,59 @@ def skimage_photos() -> dict[str, Path]:
     return {Path(n).stem: data / n for n in names}
 
 
+class HttpFolder:
+    """A folder served over http on 127.0.0.1 by werkzeug (moto[server]'s, so in `.[dev]`),
+    logging every request as (method, path, Range header) and counting the body bytes it
+    handed to the socket (`sent`). `ranges=False` answers a range request with the whole
+    file (200), as some servers do."""
+
+    def __init__(self, folder: Path):
+        import threading
+
+        from werkzeug.serving import make_server
+
+        self.folder, self.ranges, self.requests, self.sent = folder, True, [], 0
+        self._server = make_server("127.0.0.1", 0, self._app, threaded=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
+                                        daemon=True)
+        self._thread.start()
+        self.url = f"http://127.0.0.1:{self._server.server_port}"
+
+    def _app(self, environ, start_response):
+        from werkzeug.exceptions import NotFound
+        from werkzeug.utils import send_file
+
+        self.requests.append((environ["REQUEST_METHOD"], environ["PATH_INFO"],
+                              environ.get("HTTP_RANGE")))
+        if not self.ranges:
+            environ = {key: value for key, value in environ.items() if key != "HTTP_RANGE"}
+        path = self.folder / environ["PATH_INFO"].lstrip("/")
+        response = send_file(path, environ, conditional=True) if path.is_file() else NotFound()
+        body = response(environ, start_response)
+        try:
+            for chunk in body:
+                self.sent += len(chunk)
+                yield chunk
+        finally:
+            getattr(body, "close", lambda: None)()
+
+    def count(self, method: str) -> int:
+        return sum(request[0] == method for request in self.requests)
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._thread.join()
+
+
+@pytest.fixture
+def http_folder(tmp_path):
+    pytest.importorskip("werkzeug", reason="moto[server] (werkzeug) is not installed")
+    (tmp_path / "served").mkdir()
+    server = HttpFolder(tmp_path / "served")
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def session_weights(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("weights")

@@ -20,6 +20,7 @@ from distill.similar import (
     near_duplicate_pairs,
     sharded_pairs,
 )
+from distill.similar.sharded import REACH, route_chunk
 
 EXACT = IndexSpec(kind="flat")
 
@@ -40,7 +41,8 @@ def test_sharded_plan_finds_the_exact_plans_pairs(planted):
     exact = _pairs(near_duplicate_pairs(vectors, valid, 0.95, EXACT, progress=False))
     a, b, sims, info = sharded_pairs(vectors, valid, 0.95, ShardSpec(clusters=64),
                                      progress=False)
-    assert info["kind"] == "sharded" and info["clusters"] == 64 and info["assign"] == 2
+    assert info["kind"] == "sharded" and info["clusters"] == 64 and info["reach"] == REACH
+    assert 1 <= info["cells_per_vector"] < 1.5 and info["pair_reach_max"] <= REACH
     assert len(exact) >= 200 and _pairs((a, b)) == exact and (sims >= 0.95).all()
 
 
@@ -55,20 +57,34 @@ def test_mirrored_copies_are_found_through_their_mirror_entries(planted):
     assert {(r, 4000 + r) for r in range(100)} <= exact and found == exact
 
 
-def test_top2_misses_pairs_split_across_cells_and_every_cell_misses_none():
-    """The documented limit: many pairs near τ straddle cell boundaries; joining every cell
-    (assign = clusters) is exact again."""
+def test_reach_zero_misses_pairs_across_cells_and_reach_one_misses_none():
+    """Pairs near τ straddle cell boundaries: a vector kept to its home cell (reach 0) loses
+    some; the margin the module docstring proves (reach 1) loses none."""
     rng = np.random.default_rng(0)
     centres = rng.standard_normal((150, 64)).astype(np.float32)
     vectors = centres[rng.integers(0, 150, 3000)] + 0.3 * rng.standard_normal((3000, 64))
     vectors = descriptors.normalise_rows(vectors.astype(np.float32))
     valid = np.ones(3000, dtype=bool)
     exact = _pairs(near_duplicate_pairs(vectors, valid, 0.9, EXACT, progress=False))
-    top2 = _pairs(sharded_pairs(vectors, valid, 0.9, ShardSpec(clusters=16), progress=False))
-    every = _pairs(sharded_pairs(vectors, valid, 0.9, ShardSpec(clusters=4, assign=4),
-                                 progress=False))
-    assert top2 < exact and len(top2) > 0.99 * len(exact)
-    assert every == exact
+    at_home = sharded_pairs(vectors, valid, 0.9, ShardSpec(clusters=16, reach=0), progress=False)
+    proven = sharded_pairs(vectors, valid, 0.9, ShardSpec(clusters=16, reach=1), progress=False)
+    assert _pairs(at_home) < exact and len(_pairs(at_home)) > 0.9 * len(exact)
+    assert _pairs(proven) == exact and proven[3]["cells_per_vector"] > 1
+    # What each pair needed to share a home cell: nothing when they met at home, and the
+    # pairs reach 0 lost needed more than nothing.
+    assert at_home[3]["pair_reach_max"] == 0 < proven[3]["pair_reach_max"] <= 1
+
+
+def test_a_vector_looks_past_its_first_cells_while_its_margin_holds_more():
+    centroids = descriptors.normalise_rows(
+        np.random.default_rng(1).standard_normal((50, 16)).astype(np.float32))
+    chunk = centroids[:3] + 0.01
+    positions, cells, home, best = route_chunk(chunk, centroids, margin=3.0)  # every cell
+    assert sorted(zip(positions.tolist(), cells.tolist())) == [(p, c) for p in range(3)
+                                                               for c in range(50)]
+    assert home.tolist() == [0, 1, 2] and (best > 0.99).all()
+    positions, cells, _, _ = route_chunk(chunk, centroids, margin=0.0)  # its home only
+    assert positions.tolist() == [0, 1, 2] and cells.tolist() == [0, 1, 2]
 
 
 def test_cli_sharded_plan_in_worker_processes_writes_what_the_single_plan_writes(tmp_path):
@@ -82,14 +98,14 @@ def test_cli_sharded_plan_in_worker_processes_writes_what_the_single_plan_writes
                                                 "--plan", "sharded", "--clusters", "8",
                                                 "--workers", "2"])
     assert result.exit_code == 0, result.output
-    assert "flat within 8 k-means cells (top 2 per image" in result.output
+    assert "flat within 8 k-means cells (reach 0.045: " in result.output
     assert "search tasks, local)" in result.output
     for name in ("dedup.parquet", "dedup_pairs.parquet"):
         assert pq.read_table(sharded / name).equals(pq.read_table(single / name)), name
     assert pq.read_table(single / "dedup_pairs.parquet").num_rows >= 90
     result = CliRunner().invoke(dedup_command, ["--labels", str(sharded), "--plan", "sharded",
-                                                "--assign", "0"])
-    assert result.exit_code == 2 and "--assign" in result.output
+                                                "--reach", "2"])
+    assert result.exit_code == 2 and "--reach" in result.output
     with pytest.raises(ConfigError, match="unknown engine"):
         ShardSpec(engine="spark")
 

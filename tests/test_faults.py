@@ -245,7 +245,15 @@ def test_11_partials_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):
     stale = tmp_path / f".labels-00003.parquet.{host}.{dead.stdout.strip()}.a1b2c3.partial"
     live = tmp_path / f".labels-00004.parquet.{host}.{os.getpid()}.d4e5f6.partial"
     elsewhere = tmp_path / f".labels-00005.parquet.other-host.{dead.stdout.strip()}.0a0b0c.partial"
-    for path in (stale, live, elsewhere):
+    # a writer killed but not yet reaped by its parent (a zombie) is dead too: kill(pid, 0)
+    # finds it, and its partial used to stay
+    zombie = subprocess.Popen(["true"])
+    os.waitid(os.P_PID, zombie.pid, os.WEXITED | os.WNOWAIT)  # exited, left unreaped
+    undead = tmp_path / f".labels-00006.parquet.{host}.{zombie.pid}.0d0e0f.partial"
+    for path in (stale, live, elsewhere, undead):
         path.write_bytes(b"half a shard")
-    assert safefs.remove_stale_partials(tmp_path) == [stale]
-    assert not stale.exists() and live.exists() and elsewhere.exists()
+    try:
+        assert sorted(safefs.remove_stale_partials(tmp_path)) == [stale, undead]
+    finally:
+        zombie.wait()
+    assert not stale.exists() and not undead.exists() and live.exists() and elsewhere.exists()

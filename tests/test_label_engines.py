@@ -98,6 +98,49 @@ def test_a_lease_is_exclusive_and_expires_with_its_holder(tmp_path):
     assert leases.attempts(tmp_path, "00003") == []
 
 
+def _foreign_lease(path: Path, age: float, **recorded) -> None:
+    """A lease file as a holder on another host left it, last touched `age` seconds ago."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"host": "elsewhere", "pid": 1, **recorded}))
+    os.utime(path, (time.time() - age, time.time() - age))
+
+
+def test_a_shard_is_held_while_any_attempt_is_live(tmp_path):
+    # attempt 1's holder was taken for dead, attempt 2's taker died since: the first beats
+    # again, so the shard is its (claim used to look at attempt 2 alone and start attempt 3)
+    first = leases.claim(tmp_path, "00007", seconds=60)
+    _foreign_lease(first.path.with_name(".lease-00007.2"), age=120)
+    assert leases.claim(tmp_path, "00007", seconds=60) is None
+    assert leases.is_held(tmp_path, "00007", seconds=60)
+    leases._HEARTBEAT.drop(first.path)
+    _foreign_lease(first.path, age=120)  # now every attempt is expired: taken over
+    third = leases.claim(tmp_path, "00007", seconds=60)
+    assert third is not None and third.attempt == 3
+    third.release()
+
+
+def test_the_lease_time_is_configurable_and_the_longer_one_decides(tmp_path, monkeypatch):
+    from distill.cli import main
+    from distill.errors import ConfigError
+
+    lease = tmp_path / run_folder.SHARD_DIR / ".lease-00001.1"
+    _foreign_lease(lease, age=120)
+    assert not leases.is_held(tmp_path, "00001")  # 60 s by default
+    monkeypatch.setenv(leases.LEASE_SECONDS_VARIABLE, "180")  # e.g. on NFS
+    assert leases.lease_seconds() == 180 and leases.claim(tmp_path, "00001") is None
+    monkeypatch.delenv(leases.LEASE_SECONDS_VARIABLE)
+    _foreign_lease(lease, age=120, seconds=300)  # its holder's lease time is longer: it counts
+    assert leases.is_live(lease) and leases.claim(tmp_path, "00001") is None
+    for bad in ("soon", "0", "-5", "inf"):
+        monkeypatch.setenv(leases.LEASE_SECONDS_VARIABLE, bad)
+        with pytest.raises(ConfigError, match=f"DISTILL_LEASE_SECONDS='{bad}'"):
+            leases.lease_seconds()
+    result = CliRunner().invoke(main, ["label", "--source", str(tmp_path), "--out",
+                                       str(tmp_path / "out"), "--teachers", "technical"])
+    assert result.exit_code != 0 and "DISTILL_LEASE_SECONDS='inf'" in result.output
+    assert not (tmp_path / "out").exists()  # refused before any work
+
+
 def test_the_heartbeat_keeps_a_lease_alive_past_its_lease_time(tmp_path):
     lease = leases.claim(tmp_path, leases.FINAL, seconds=0.2)
     time.sleep(0.5)  # 2.5 lease times: only the heartbeat keeps it live

@@ -59,6 +59,30 @@ def test_slices_of_a_run_frozen_with_another_grouping_are_the_same(tmp_path):
             assert run_folder.read_shard_inputs(out, k, 4) == table.slice(k * 4, 4)
 
 
+def test_a_processs_slices_parse_the_footer_once_until_the_file_is_replaced(tmp_path,
+                                                                          monkeypatch):
+    parsed = []  # per ParquetFile opened: whether it parsed the footer
+
+    class Counted(pq.ParquetFile):
+        def __init__(self, source, *args, metadata=None, **options):
+            parsed.append(metadata is None)
+            super().__init__(source, *args, metadata=metadata, **options)
+
+    monkeypatch.setattr(pq, "ParquetFile", Counted)
+    out = tmp_path / "run"
+    out.mkdir()
+    table = pa.table({"image_id": [str(i) for i in range(10)], "key": [str(i) for i in range(10)]})
+    pq.write_table(table, out / run_folder.INPUTS_FILE, row_group_size=4)
+    for k in range(3):
+        assert run_folder.read_shard_inputs(out, k, 4) == table.slice(k * 4, 4)
+    assert parsed == [True, False, False]
+    replaced = pa.table({"image_id": ["x", "y"], "key": ["x", "y"]})  # a new run in the folder
+    pq.write_table(replaced, out / "new.parquet")
+    os.replace(out / "new.parquet", out / run_folder.INPUTS_FILE)
+    assert run_folder.read_shard_inputs(out, 0, 4) == replaced
+    assert parsed == [True, False, False, True]
+
+
 def test_a_repeated_key_is_one_line_and_leaves_no_inputs_file(tmp_path):
     names = NAMES[:5] + [NAMES[2]] + NAMES[5:]
     config = {"kind": "filelist", "file": str(_manifest(tmp_path, names))}
@@ -132,31 +156,21 @@ def test_reference_fusion_shard_by_shard_equals_fusing_the_whole_run(tmp_path):
         assert shards.to_pandas().equals(whole.to_pandas())  # NaN norms: equal here, not in Arrow
 
 
-def test_a_manifest_of_http_urls_reads_each_object_under_the_read_rule(tmp_path):
-    """https:// (here http:// on 127.0.0.1, Python's own server) through fsspec: the size
-    from the server's headers, a missing object as its error reason, and a range read from
-    a server that ignores ranges (this one) refused as such rather than misread."""
-    import functools
-    import http.server
-    import threading
-
+def test_a_manifest_of_http_urls_reads_each_object_under_the_read_rule(http_folder, tmp_path):
+    """https:// (here http:// on 127.0.0.1) through fsspec: the size from the server's
+    headers, a missing object as its error reason, and a range read from a server that
+    ignores ranges refused as such rather than misread."""
     from distill.decode import DecodeError, read_bytes, read_remote
 
-    (tmp_path / "a.jpg").write_bytes(b"A" * 300)
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        base = f"http://127.0.0.1:{server.server_port}"
-        source = FileListSource(str(_manifest(tmp_path, [f"{base}/a.jpg", f"{base}/gone.jpg"])))
-        found, missing = source.items()
-        assert source.read(found.locator) == b"A" * 300
-        with pytest.raises(DecodeError, match="ignores range requests"):
-            read_remote(found.locator, offset=10, size=5)
-        with pytest.raises(DecodeError, match="too large: 300 bytes > 100"):
-            read_bytes(found.locator, max_bytes=100)
-        with pytest.raises(DecodeError, match="file not found"):
-            source.read(missing.locator)
-    finally:
-        server.shutdown()
+    (http_folder.folder / "a.jpg").write_bytes(b"A" * 300)
+    http_folder.ranges = False
+    base = http_folder.url
+    source = FileListSource(str(_manifest(tmp_path, [f"{base}/a.jpg", f"{base}/gone.jpg"])))
+    found, missing = source.items()
+    assert source.read(found.locator) == b"A" * 300
+    with pytest.raises(DecodeError, match="ignores range requests"):
+        read_remote(found.locator, offset=10, size=5)
+    with pytest.raises(DecodeError, match="too large: 300 bytes > 100"):
+        read_bytes(found.locator, max_bytes=100)
+    with pytest.raises(DecodeError, match="file not found"):
+        source.read(missing.locator)

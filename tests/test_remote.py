@@ -102,6 +102,16 @@ def test_folders_manifests_and_tar_shards_in_a_bucket_read_as_local_ones(bucket,
     remote_members = {i.key: shards.read(i.locator) for i in shards.items()}
     assert remote_members == {i.key: local.read(i.locator) for i in local.items()}
     assert sorted(remote_members.values()) == sorted(photos.values())
+    # a shard's info is asked once for all its members: one HEAD, then a ranged GET each
+    from distill import remote
+
+    items, calls = list(shards.items()), []
+    fs = remote.filesystem(shards.tars[0])[0]
+    fs.s3.meta.events.register("before-call.s3", lambda model, **_: calls.append(model.name))
+    fs.invalidate_cache()  # as a worker process that never listed the bucket
+    remote._SHARDS.clear()
+    assert [shards.read(item.locator) for item in items] == list(remote_members.values())
+    assert calls == ["HeadObject"] + ["GetObject"] * len(items)
 
 
 def _label(source: str, out, *extra) -> subprocess.Popen:

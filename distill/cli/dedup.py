@@ -57,13 +57,15 @@ from distill.errors import DistillCommand
 @click.option("--plan", type=click.Choice(["single", "sharded"]), default="single",
               show_default=True,
               help="single: one FAISS index in this process. sharded: k-means cells on a "
-              "sample, each image searched exactly within its top --assign cells, in tasks "
-              "(local processes or Ray); pairs that share none of their top cells are missed "
-              "(README: Deduplicating past one machine).")
+              "sample; each image joins the cells within --reach of its best and is searched "
+              "exactly within them, in tasks (local processes or Ray) (README: Deduplicating "
+              "past one machine).")
 @click.option("--clusters", type=click.IntRange(min=1), default=None, metavar="N",
               help="sharded: k-means cells (default about 2*sqrt(N), a power of two).")
-@click.option("--assign", type=click.IntRange(min=1), default=2, show_default=True,
-              help="sharded: cells each image joins (its most similar centroids).")
+@click.option("--reach", type=click.FloatRange(0, 1), default=None, metavar="F",
+              help="sharded: how far past its best cell an image looks, as a fraction of the "
+              "margin that provably finds every pair (1: exact, and about as slow as searching "
+              "everything) [default: 0.045; 0.03 found every pair of the 1 M benchmark].")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="sharded, local engine: processes running the tasks.")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
@@ -99,8 +101,9 @@ def format_summary(summary: dict) -> str:
     if index["kind"] == "ivf":
         index_text += f" nlist={index['nlist']} nprobe={index['nprobe']}"
     elif index["kind"] == "sharded":
-        index_text = (f"flat within {index['clusters']} k-means cells (top {index['assign']} "
-                      f"per image; {index['tasks']} search tasks, {index['engine']})")
+        index_text = (f"flat within {index['clusters']} k-means cells (reach {index['reach']}: "
+                      f"{index['cells_per_vector']} cells per image; {index['tasks']} search "
+                      f"tasks, {index['engine']})")
     lines = [
         (f"{summary['images']} images: kept {summary['kept']}, dropped {summary['dropped']} "
          f"(exact {summary['exact_duplicates']}, near {summary['near_duplicates']}, "
@@ -113,6 +116,10 @@ def format_summary(summary: dict) -> str:
         lines.append(f"{summary['no_descriptor']} images had no descriptor (exact duplicates "
                      "only), e.g. " + "; ".join(f"{k}: {v}" for k, v in
                                                 list(summary["no_descriptor_examples"].items())[:2]))
+    if (index.get("pair_reach_max") or 0) > index.get("reach", 1):
+        lines.append(f"a pair needed reach {index['pair_reach_max']} to share a home cell and "
+                     f"met in another cell only (--reach {index['reach']}): pairs a little "
+                     "further apart may be missed; raise --reach")
     if index.get("rows_over_max_k"):
         lines.append(f"{index['rows_over_max_k']} images have more than 1024 neighbours over the "
                      "threshold: their clusters may be incomplete (raise the threshold?)")

@@ -211,13 +211,14 @@ def _leakage_guard(against, vectors, valid, sha1, labels, spec, signs, tau, kind
 
 def dedup(labels_dir, *, against=None, threshold: float | None = None, descriptor: str = "auto",
           index: str = "auto", gpu: str = "auto", plan: str = "single", clusters: int | None = None,
-          assign: int = 2, workers: int = 1, engine: str = "local", address: str | None = None,
+          reach: float | None = None, workers: int = 1, engine: str = "local", address: str | None = None,
           progress: bool = True, **search) -> dict:
     """`distill dedup`: `search` holds the index's parameters (flat_limit, nlist, nprobe,
-    hnsw_m, ef_search, k); unset ones keep IndexSpec's defaults. clusters, assign, workers,
+    hnsw_m, ef_search, k); unset ones keep IndexSpec's defaults. clusters, reach, workers,
     engine and address shape the sharded plan."""
     spec = IndexSpec(kind=index, gpu=gpu, **{k: v for k, v in search.items() if v is not None})
-    shards = ShardSpec(clusters=clusters, assign=assign, workers=workers, engine=engine,
-                       address=address) if plan == "sharded" else plan
+    shards = ShardSpec(clusters=clusters, workers=workers, engine=engine, address=address,
+                       **({"reach": reach} if reach is not None else {})
+                       ) if plan == "sharded" else plan
     return run_dedup(labels_dir, against=against, threshold=threshold, descriptor=descriptor,
                      index=spec, plan=shards, progress=progress)

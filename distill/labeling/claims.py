@@ -63,12 +63,8 @@ def _claims(done: _Done, limit: int | None, seconds: float) -> Iterator[leases.L
 
 def _claimable(done: _Done, seconds: float) -> bool:
     """Whether a shard not done has no live lease (its holder died, or gave it up)."""
-    for shard in done.left:
-        if shard not in done:
-            held = leases.attempts(done.out, leases.lease_name(shard))
-            if not held or not leases.is_live(held[-1][1], seconds):
-                return True
-    return False
+    return any(shard not in done and not leases.is_held(done.out, leases.lease_name(shard), seconds)
+               for shard in done.left)
 
 
 def _finalized_since(out: Path, since: float) -> bool:
@@ -78,11 +74,13 @@ def _finalized_since(out: Path, since: float) -> bool:
 
 
 def label_claimed(run: LabelRun, total: int, limit: int | None, bar: tqdm | None,
-                  began: float, seconds: float = leases.LEASE_SECONDS
+                  began: float, seconds: float | None = None
                   ) -> tuple[list[ShardRecord], leases.Lease | None]:
     """Claim and label shards until the run is done (or `limit` shards are labeled here).
     Returns this process's ledger and, if this process is to finalize, the finalization
-    lease (else None). `began`: when this call started (wall clock)."""
+    lease (else None). `began`: when this call started (wall clock); `seconds`: the lease
+    time (`leases.lease_seconds()`)."""
+    seconds = seconds or leases.lease_seconds()
     out, ledger, done = run.out, [], _Done(run.out, total)
     poll = min(1.0, seconds / 4)
     while not done.all():

@@ -5,8 +5,15 @@ A lease of shard k is `shards/.lease-NNNNN.A`, A its attempt, made by exclusive 
 (O_EXCL), so of two processes asking for the same attempt exactly one gets it. Its holder's
 heartbeat thread touches the file's mtime every quarter of the lease time; a lease is
 expired when its mtime is older than the lease time, or at once when its holder was a
-process of this host that is gone (SIGKILL, OOM killer). Taking over an expired lease is
-creating attempt A + 1, exclusive again. The labels file stays the one mark of a done shard:
+process of this host that is gone (SIGKILL, OOM killer). A shard is held while any of its
+attempts is live: a holder thought dead (a stalled host, an NFS attribute cache showing an
+old mtime) that beats again holds it again, whoever took it over since. Taking over is
+creating attempt A + 1, exclusive again.
+
+The lease time is `DISTILL_LEASE_SECONDS` (default 60 s); each lease records its holder's,
+and the longer of the holder's and the observer's decides. On NFS another host sees a
+lease's mtime up to the attribute-cache time late (`acregmax`, 60 s by default), so the
+lease time must exceed it by a heartbeat at least: 180 s, or mount with a lower `actimeo`. The labels file stays the one mark of a done shard:
 a lease only says who works on it, and a slow holder whose lease was taken over writes the
 same bytes under the same name, so nothing is ever duplicated.
 
@@ -23,12 +30,28 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
-
 from distill import run_folder
+from distill.errors import ConfigError
+from distill.safefs import process_alive
 
 LEASE_SECONDS = 60.0  # a holder silent this long is taken to be dead (clocks agree far better)
+LEASE_SECONDS_VARIABLE = "DISTILL_LEASE_SECONDS"
 FINAL = "final"  # the lease of the finalization
+
+
+def lease_seconds() -> float:
+    """The lease time this process uses: DISTILL_LEASE_SECONDS, else LEASE_SECONDS."""
+    given = os.environ.get(LEASE_SECONDS_VARIABLE, "").strip()
+    if not given:
+        return LEASE_SECONDS
+    try:
+        seconds = float(given)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds < float("inf"):
+        raise ConfigError(f"{LEASE_SECONDS_VARIABLE}={given!r}: give the lease time in seconds "
+                          "(> 0; on NFS more than the attribute-cache time, e.g. 180)")
+    return seconds
 
 
 def lease_name(shard: int) -> str:
@@ -41,7 +64,7 @@ class Lease:
     name: str  # lease_name(shard), or FINAL
     attempt: int
     path: Path
-    seconds: float = LEASE_SECONDS
+    seconds: float
 
     @property
     def shard(self) -> int:
@@ -85,24 +108,25 @@ def holder(path: Path) -> dict:
         return {}
 
 
-def is_live(path: Path, seconds: float = LEASE_SECONDS) -> bool:
+def is_live(path: Path, seconds: float | None = None) -> bool:
+    """Whether the lease file `path` is held: touched within the lease time (the longer of
+    `seconds` and its holder's), and not by a process of this host that is gone."""
     try:
         touched = path.stat().st_mtime
     except FileNotFoundError:
         return False
     who = holder(path)
-    if who.get("host") == socket.gethostname() and not _process_alive(who.get("pid")):
+    if who.get("host") == socket.gethostname() and not process_alive(who.get("pid")):
         return False
-    return time.time() - touched < seconds
+    recorded = who.get("seconds")
+    recorded = recorded if isinstance(recorded, int | float) else 0.0
+    return time.time() - touched < max(seconds or lease_seconds(), recorded)
 
 
-def _process_alive(pid) -> bool:
-    """Whether `pid` is a process that still runs (a killed child its parent has not reaped
-    yet is a zombie: gone)."""
-    try:
-        return psutil.Process(int(pid)).status() != psutil.STATUS_ZOMBIE
-    except (psutil.NoSuchProcess, TypeError, ValueError):
-        return False
+def is_held(out: Path, name: str, seconds: float | None = None) -> bool:
+    """Whether some attempt of `name` is live: not only the newest, since a holder taken for
+    dead (stalled, or seen through a stale attribute cache) may be working on it still."""
+    return any(is_live(path, seconds) for _, path in attempts(out, name))
 
 
 def _create(out: Path, name: str, attempt: int, seconds: float) -> Lease | None:
@@ -114,24 +138,26 @@ def _create(out: Path, name: str, attempt: int, seconds: float) -> Lease | None:
         return None
     with os.fdopen(descriptor, "w") as handle:
         json.dump({"host": socket.gethostname(), "pid": os.getpid(), "attempt": attempt,
-                   "started": time.time()}, handle)
+                   "started": time.time(), "seconds": seconds}, handle)
     lease = Lease(Path(out), name, attempt, path, seconds)
     _HEARTBEAT.add(path, seconds)
     return lease
 
 
-def claim(out: Path, name: str, seconds: float = LEASE_SECONDS) -> Lease | None:
-    """The lease of `name` if no live process holds it (none ever did, or its holder's lease
-    expired), else None. Exclusive: of processes claiming at once, one gets it."""
+def claim(out: Path, name: str, seconds: float | None = None) -> Lease | None:
+    """The lease of `name` if no live process holds it (none ever did, or every attempt's
+    lease expired), else None. Exclusive: of processes claiming at once, one gets it."""
+    seconds = seconds or lease_seconds()
     held = attempts(out, name)
-    if held and is_live(held[-1][1], seconds):
+    if any(is_live(path, seconds) for _, path in held):
         return None
     return _create(out, name, held[-1][0] + 1 if held else 1, seconds)
 
 
-def take(out: Path, name: str, seconds: float = LEASE_SECONDS) -> Lease:
+def take(out: Path, name: str, seconds: float | None = None) -> Lease:
     """A lease of `name` whoever else holds one: for an engine whose own scheduler decided
     that this process labels the shard now (Ray); the attempt number still counts."""
+    seconds = seconds or lease_seconds()
     while True:
         held = attempts(out, name)
         lease = _create(out, name, held[-1][0] + 1 if held else 1, seconds)
@@ -139,7 +165,7 @@ def take(out: Path, name: str, seconds: float = LEASE_SECONDS) -> Lease:
             return lease
 
 
-def any_live(out: Path, seconds: float = LEASE_SECONDS) -> bool:
+def any_live(out: Path, seconds: float | None = None) -> bool:
     """Whether some process holds a live lease on this run (a shard or the finalization)."""
     return any(is_live(path, seconds) for path in _folder(out).glob(".lease-*"))
 

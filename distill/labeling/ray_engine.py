@@ -64,6 +64,7 @@ def label_on_ray(config: LabelConfig, progress: bool = True, max_shards: int | N
     workers asked of the autoscaler up front, at most MAX shards in flight. Returns the
     summary once the run is complete, else None."""
     least, most = parse_workers(workers)
+    seconds = leases.lease_seconds()  # a bad DISTILL_LEASE_SECONDS: refused before any work
     device = "cuda" if gpus_per_worker else "cpu"
     if config.device not in ("auto", device):
         raise ConfigError(f"--device {config.device} with --engine ray: the workers' device "
@@ -85,7 +86,7 @@ def label_on_ray(config: LabelConfig, progress: bool = True, max_shards: int | N
             remote_run.pull(url, out)
         if len(run_folder.completed_shards(out)) < total:
             return None  # --max-shards left work for the next call
-        final = leases.claim(out, leases.FINAL)
+        final = leases.claim(out, leases.FINAL, seconds)
         if final is None:
             return None  # another driver of this run is finalizing it
         try:

@@ -235,6 +235,7 @@ def run_label(config: LabelConfig, progress: bool = True, max_shards: int | None
         raise ConfigError(f"unknown engine {engine!r}; known: local, ray")
     began = time.time()
     check_device(config.device)
+    seconds = leases.lease_seconds()  # a bad DISTILL_LEASE_SECONDS: refused before any work
     # cpu=True is what makes accelerate start a gloo group under torchrun on a CPU machine.
     state = PartialState(cpu=config.device == "cpu" or not torch.cuda.is_available())
     device = config.device if config.device not in ("auto", "cuda") else str(state.device)
@@ -270,7 +271,7 @@ def run_label(config: LabelConfig, progress: bool = True, max_shards: int | None
     started = time.perf_counter()
     with tqdm(total=todo, unit="img", desc=f"labeling (rank {state.process_index})",
               disable=not progress, dynamic_ncols=True) as bar:
-        ledger, final = label_claimed(run, total_shards, max_shards, bar, began)
+        ledger, final = label_claimed(run, total_shards, max_shards, bar, began, seconds)
     if final is None:
         return None  # another process finalizes, or --max-shards left work for the next call
     try:

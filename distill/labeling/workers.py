@@ -24,7 +24,6 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import TypeVar
 
-import psutil
 import threadpoolctl
 import torch
 from tqdm import tqdm
@@ -32,6 +31,7 @@ from tqdm import tqdm
 from distill.config import LabelConfig
 from distill.errors import DistillError
 from distill.labeling.shards import ShardResult, decode_item, score_decoded
+from distill.safefs import process_alive
 from distill.sources import SourceItem, create_source
 from teachers import create_teachers
 
@@ -70,12 +70,7 @@ def _exit_with(parent: int) -> None:
     """A worker whose labeling process was killed (SIGKILL, OOM killer) would wait for work
     forever; it notices within a second and leaves (a killed process not yet reaped by its
     own parent is a zombie: gone too)."""
-    while True:
-        try:
-            if psutil.Process(parent).status() == psutil.STATUS_ZOMBIE:
-                break
-        except psutil.NoSuchProcess:
-            break
+    while process_alive(parent):
         time.sleep(PARENT_CHECK_S)
     os._exit(1)
 

@@ -1,26 +1,35 @@
 """Near-duplicate pairs by a plan that can leave one machine: partition, then search each part.
 
     centroids = train_centroids(vectors, rows, C)       # spherical k-means on a sample (driver)
-    assign_chunk(chunk, centroids, top=2)                # task: each vector's top-2 centroids
-    pairs_in_block(block, bounds, floor)                 # task: exact all-pairs inside clusters
+    route_chunk(chunk, centroids, margin)                # task: the cells each vector joins
+    pairs_in_block(block, bounds, floor)                 # task: exact all-pairs inside cells
     union on the driver: unique pairs, exact re-score, τ  (then `clusters` joins them)
 
 The tasks are pure functions of the arrays they are given, so a local process pool or Ray
-tasks (`engine="ray"`, where ray is installed) run them unchanged. Inside a cluster the search
+tasks (`engine="ray"`, where ray is installed) run them unchanged. Inside a cell the search
 is exact (IndexFlatIP range search: no k, every pair over the floor), and every candidate is
 re-scored from the vectors by `pair_similarity`, as the single-machine plan does, so both
 plans apply τ with the same arithmetic.
 
-What it can miss: a pair is seen only if its two vectors share one of their top-`assign`
-centroids. Two vectors over τ are close, so they nearly always share their first centroid;
-a pair lying across a boundary between cells, each vector's second choice not being the
-other's cell, is lost. benchmarks/dedup_scale.py --compare counts such pairs at 1 M vectors.
+Which cells a vector joins (the routing rule). For unit vectors x, y at distance ≤ t (cosine
+≥ the floor) and unit centroids, |x·c − y·c| ≤ t for every centroid c. So if y's home cell is
+h, x's similarity to c_h is at most 2t below x's best: a vector that joins every cell within
+margin 2t of its best shares a cell with each of its pairs, and the plan is exact (`reach` 1).
+That bound assumes the pair's difference points straight at a centroid; in 512-d it points
+mostly elsewhere, and a small fraction of the margin (`reach`) does: on the 1 M benchmark
+(benchmarks/dedup_scale.py --coverage) reach 0.015 missed 46 of 10 000 planted pairs, 0.03
+none, with 1.7 cells per vector; the default, REACH, keeps half as much again in hand (2.6
+cells per vector there). Each found pair tells the reach it needed to share a home cell
+(`pair_reach_max`, an upper bound: a pair may meet in another cell), so a run on other data
+can see how close its pairs came to the margin.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import pairwise
 
@@ -30,18 +39,21 @@ import numpy as np
 from distill.errors import ConfigError, DistillError
 from distill.similar.search import CANDIDATE_MARGIN, TRAIN_POINTS_PER_LIST, rescore_candidates
 
-ASSIGN_CHUNK = 65536  # vectors per assignment task
-TASK_ENTRIES = 65536  # cluster members per search task (small clusters share a task)
+ROUTE_CHUNK = 65536  # vectors per routing task
+TASK_ENTRIES = 65536  # cell members per search task (small cells share a task)
 KMEANS_ITERATIONS = 10  # the centroids only route vectors: balance, not accuracy, needs more
+REACH = 0.045  # of the exact margin 2t; see the module docstring and dedup_scale.json "coverage"
+FIRST_CELLS = 8  # centroids looked at per vector; a vector with more within its margin looks again
 
 
 @dataclass
 class ShardSpec:
-    """The sharded plan: how many k-means cells, how many cells each vector joins, who runs
-    the tasks (`workers` local processes, or Ray tasks with `engine="ray"`)."""
+    """The sharded plan: how many k-means cells, how far past its best cell a vector reaches
+    (a fraction of the margin that finds every pair; 1.0 is exact), who runs the tasks
+    (`workers` local processes, or Ray tasks with `engine="ray"`)."""
 
     clusters: int | None = None  # default: about 2·sqrt(N), a power of two
-    assign: int = 2  # cells per vector (top-`assign` centroids)
+    reach: float = REACH
     workers: int = 1  # local processes; 1 runs the tasks in this process
     engine: str = "local"  # local | ray
     address: str | None = None  # ray.init address when engine is ray and ray is not started
@@ -50,20 +62,27 @@ class ShardSpec:
     def __post_init__(self):
         if self.engine not in ("local", "ray"):
             raise ConfigError(f"unknown engine {self.engine!r}; use local or ray")
-        if (self.clusters is not None and self.clusters < 1) or self.assign < 1 \
-                or self.workers < 1:
-            raise ConfigError("clusters, assign and workers must be positive")
+        if (self.clusters is not None and self.clusters < 1) or self.workers < 1:
+            raise ConfigError("clusters and workers must be positive")
+        if not 0 <= self.reach <= 1:
+            raise ConfigError(f"reach {self.reach} must be within [0, 1] (1: exact)")
 
 
 def default_clusters(n: int) -> int:
-    """Balances the two costs: assignment grows with N·C, the searches with (assign·N)²/C."""
+    """Balances the two costs: routing grows with N·C, the searches with N²/C."""
     wanted = 1 << round(np.log2(max(1.0, 2 * np.sqrt(n))))
     return max(1, min(wanted, n // TRAIN_POINTS_PER_LIST))
 
 
+def exact_margin(floor: float) -> float:
+    """2t: t is the distance between unit vectors whose cosine is `floor`."""
+    return 2 * float(np.sqrt(max(0.0, 2 - 2 * floor)))
+
+
 def train_centroids(vectors: np.ndarray, rows: np.ndarray, clusters: int,
                     seed: int = 0) -> np.ndarray:
-    """Spherical k-means on a seeded sample of vectors[rows] (TRAIN_POINTS_PER_LIST per cell)."""
+    """Spherical k-means (unit centroids) on a seeded sample of vectors[rows]
+    (TRAIN_POINTS_PER_LIST per cell)."""
     dim = vectors.shape[1]
     sample = np.random.default_rng(seed).permutation(len(rows))[:TRAIN_POINTS_PER_LIST * clusters]
     points = np.ascontiguousarray(vectors[rows[np.sort(sample)]], dtype=np.float32)
@@ -76,13 +95,30 @@ def train_centroids(vectors: np.ndarray, rows: np.ndarray, clusters: int,
     return kmeans.centroids
 
 
-def assign_chunk(chunk: np.ndarray, centroids: np.ndarray, top: int) -> np.ndarray:
-    """Task: the `top` most similar centroids of each vector in `chunk` (rows × top ids)."""
+def route_chunk(chunk: np.ndarray, centroids: np.ndarray, margin: float
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Task: the cells each vector of `chunk` joins: every centroid within `margin` of its most
+    similar one. Returns each membership as (position in chunk, cell), and each vector's home
+    cell and its similarity to it."""
     index = faiss.IndexFlatIP(centroids.shape[1])
     index.add(np.ascontiguousarray(centroids, dtype=np.float32))
-    _, ids = index.search(np.ascontiguousarray(chunk, dtype=np.float32),
-                          min(top, len(centroids)))
-    return ids
+    chunk = np.ascontiguousarray(chunk, dtype=np.float32)
+    top = min(FIRST_CELLS, len(centroids))
+    sims, ids = index.search(chunk, top)
+    home, best = ids[:, 0].copy(), sims[:, 0].copy()
+    positions, cells = [], []
+    looking = np.arange(len(chunk))
+    while True:
+        joined = best[looking, None] - sims <= margin
+        more = joined[:, -1] & (top < len(centroids))  # its margin may hold cells not looked at
+        rows, columns = np.nonzero(joined[~more])
+        positions.append(looking[~more][rows])
+        cells.append(ids[~more][rows, columns])
+        if not more.any():
+            break
+        looking, top = looking[more], min(4 * top, len(centroids))
+        sims, ids = index.search(chunk[looking], top)
+    return np.concatenate(positions), np.concatenate(cells), home, best
 
 
 def pairs_in_block(block: np.ndarray, bounds: np.ndarray, floor: float
@@ -111,36 +147,55 @@ def _set_threads(count: int) -> None:
     faiss.omp_set_num_threads(count)
 
 
-def _run_tasks(function: Callable, payloads: Iterable[tuple], spec: ShardSpec) -> Iterator:
-    """Results of function(*payload) in payload order: here, in local processes, or on Ray."""
+def _in_order(submit: Callable, result: Callable, payloads: Iterable[tuple], slots: int
+              ) -> Iterator:
+    """Results in payload order, with at most `slots` tasks in flight: bounded memory."""
+    pending: deque = deque()
+    for payload in payloads:
+        pending.append(submit(payload))
+        if len(pending) >= slots:
+            yield result(pending.popleft())
+    while pending:
+        yield result(pending.popleft())
+
+
+@contextmanager
+def _task_runner(spec: ShardSpec):
+    """run(function, payloads, shared) → function(*payload, *shared) for each payload, in
+    order: here, in local processes, or as Ray tasks (`shared` is sent once, not per task)."""
     if spec.engine == "ray":
         try:
             import ray
         except ImportError as exc:
             raise DistillError(f"--engine ray needs ray ({exc}): pip install -e '.[ray]'") from None
-        if not ray.is_initialized():
+        started = not ray.is_initialized()
+        if started:
             ray.init(address=spec.address, log_to_driver=False)
-        remote = ray.remote(function)
-        yield from ray.get([remote.remote(*payload) for payload in payloads])
-        return
-    if spec.workers == 1:
-        for payload in payloads:
-            yield function(*payload)
-        return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+        try:
+            slots = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
 
-    # spawn: forking a process whose OpenMP (faiss) threads have run can hang the child.
-    threads = max(1, faiss.omp_get_max_threads() // spec.workers)
-    with ProcessPoolExecutor(spec.workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_set_threads, initargs=(threads,)) as pool:
-        pending = []
-        for payload in payloads:  # at most 2 tasks per worker in flight: bounded memory
-            pending.append(pool.submit(function, *payload))
-            if len(pending) >= 2 * spec.workers:
-                yield pending.pop(0).result()
-        for future in pending:
-            yield future.result()
+            def run(function, payloads, shared=()):
+                remote, refs = ray.remote(function), [ray.put(value) for value in shared]
+                yield from _in_order(lambda payload: remote.remote(*payload, *refs), ray.get,
+                                     payloads, slots)
+            yield run
+        finally:
+            if started:
+                ray.shutdown()
+    elif spec.workers == 1:
+        yield lambda function, payloads, shared=(): (function(*p, *shared) for p in payloads)
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn: forking a process whose OpenMP (faiss) threads have run can hang the child.
+        threads = max(1, faiss.omp_get_max_threads() // spec.workers)
+        with ProcessPoolExecutor(spec.workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_set_threads, initargs=(threads,)) as pool:
+            def run(function, payloads, shared=()):
+                yield from _in_order(lambda payload: pool.submit(function, *payload, *shared),
+                                     lambda future: future.result(), payloads, 2 * spec.workers)
+            yield run
 
 
 def _entries(rows: np.ndarray, signs: np.ndarray | None):
@@ -163,55 +218,80 @@ def sharded_pairs(vectors: np.ndarray, valid: np.ndarray, threshold: float, spec
                   signs: np.ndarray | None = None, progress: bool = True
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """All row pairs (a < b) with cosine ≥ threshold that share a cell, as (a, b, similarity,
-    plan info): the same answer as `near_duplicate_pairs` except pairs split across cells."""
+    plan info): at reach 1 the answer of an exact search; below it, see the module docstring."""
     rows = np.flatnonzero(valid)
     empty = np.empty(0, dtype=np.int64)
     if len(rows) < 2:
         return empty, empty, np.empty(0, dtype=np.float32), {"kind": "none", "vectors": len(rows)}
     cells = min(spec.clusters or default_clusters(len(rows)), len(rows))
+    floor = threshold - CANDIDATE_MARGIN
+    margin = spec.reach * exact_margin(floor)
     info = {"kind": "sharded", "vectors": len(rows), "dim": vectors.shape[1], "clusters": cells,
-            "assign": min(spec.assign, cells), "engine": spec.engine,
+            "reach": spec.reach, "margin": round(margin, 4), "engine": spec.engine,
             "workers": spec.workers if spec.engine == "local" else None, "mirrored": signs is not None}
     started = time.perf_counter()
     centroids = train_centroids(vectors, rows, cells, spec.seed)
     info["train_s"] = round(time.perf_counter() - started, 3)
 
-    started = time.perf_counter()
     entry_rows, mirrored = _entries(rows, signs)
-    chunks = ((_gather(vectors, entry_rows[s:s + ASSIGN_CHUNK], mirrored[s:s + ASSIGN_CHUNK],
-                       signs), centroids, spec.assign)
-              for s in range(0, len(entry_rows), ASSIGN_CHUNK))
-    cell = np.concatenate(list(_run_tasks(assign_chunk, chunks, spec)))
-    # One entry per (vector, cell); cells with fewer than two entries have nothing to search.
-    member = np.repeat(np.arange(len(entry_rows)), cell.shape[1])
-    cell = cell.ravel()
-    order = np.argsort(cell, kind="stable")
-    member, cell = member[order], cell[order]
-    sizes = np.bincount(cell, minlength=cells)
-    info.update(assign_s=round(time.perf_counter() - started, 3),
-                largest_cell=int(sizes.max()), empty_cells=int(np.sum(sizes == 0)))
+    with _task_runner(spec) as run_tasks:
+        started = time.perf_counter()
+        starts = range(0, len(entry_rows), ROUTE_CHUNK)
+        chunks = ((_gather(vectors, entry_rows[s:s + ROUTE_CHUNK], mirrored[s:s + ROUTE_CHUNK],
+                           signs),) for s in starts)
+        routed = list(run_tasks(route_chunk, chunks, (centroids, margin)))
+        member = np.concatenate([positions + s for s, (positions, *_) in zip(starts, routed)])
+        cell = np.concatenate([part[1] for part in routed])
+        home = np.concatenate([part[2] for part in routed])
+        best = np.concatenate([part[3] for part in routed])
+        order = np.argsort(cell, kind="stable")  # one entry per (vector, cell), cell by cell
+        member, cell = member[order], cell[order]
+        sizes = np.bincount(cell, minlength=cells)
+        info.update(route_s=round(time.perf_counter() - started, 3),
+                    cells_per_vector=round(len(member) / len(entry_rows), 3),
+                    largest_cell=int(sizes.max()), empty_cells=int(np.sum(sizes == 0)))
 
-    started = time.perf_counter()
-    floor = threshold - CANDIDATE_MARGIN
-    tasks = _search_tasks(sizes, TASK_ENTRIES)
-    info["tasks"] = len(tasks)
-
-    offsets = np.r_[0, np.cumsum(sizes)]
-
-    def payloads():
-        for first, last in tasks:
-            part = member[offsets[first]:offsets[last]]
-            yield (_gather(vectors, entry_rows[part], mirrored[part], signs),
-                   offsets[first:last + 1] - offsets[first], floor)
-
-    found_a, found_b = [], []
-    for (first, _), (i, j) in zip(tasks, _run_tasks(pairs_in_block, payloads(), spec)):
-        found_a.append(entry_rows[member[offsets[first] + i]])
-        found_b.append(entry_rows[member[offsets[first] + j]])
+        started = time.perf_counter()
+        tasks = _search_tasks(sizes, TASK_ENTRIES)
+        info["tasks"] = len(tasks)
+        offsets = np.r_[0, np.cumsum(sizes)]
+        blocks = ((_gather(vectors, entry_rows[part], mirrored[part], signs),
+                   offsets[first:last + 1] - offsets[first])
+                  for first, last in tasks
+                  for part in [member[offsets[first]:offsets[last]]])
+        found_a, found_b = [], []
+        for (first, _), (i, j) in zip(tasks, run_tasks(pairs_in_block, blocks, (floor,))):
+            found_a.append(entry_rows[member[offsets[first] + i]])
+            found_b.append(entry_rows[member[offsets[first] + j]])
     a, b = (np.concatenate(found_a), np.concatenate(found_b)) if found_a else (empty, empty)
     a, b, sims, info["candidate_pairs"] = rescore_candidates(vectors, a, b, threshold, signs)
     info["search_s"] = round(time.perf_counter() - started, 3)
+    used = _reach_used(vectors, signs, centroids, home, best, rows, a, b) / exact_margin(floor)
+    info["pair_reach_max"] = round(float(used.max()), 4) if len(used) else None
     return a, b, sims, info
+
+
+def _reach_used(vectors: np.ndarray, signs: np.ndarray | None, centroids: np.ndarray,
+                home: np.ndarray, best: np.ndarray, rows: np.ndarray, a: np.ndarray,
+                b: np.ndarray) -> np.ndarray:
+    """The margin each found pair needed at most: the smaller of the two ways it shares a home
+    cell (one vector joining the other's home). A pair also meets in other cells, so this is
+    an upper bound; with mirror signs, the smaller over b and its mirror entry."""
+    entry_of = np.full(len(vectors), -1, dtype=np.int64)
+    entry_of[rows] = np.arange(len(rows))
+    entry_rows, mirrored = _entries(rows, signs)
+    needed = np.full(len(a), np.inf, dtype=np.float32)
+    for start in range(0, len(a), ROUTE_CHUNK):
+        ea = entry_of[a[start:start + ROUTE_CHUNK]]
+        plain_b = entry_of[b[start:start + ROUTE_CHUNK]]
+        vector_a = _gather(vectors, entry_rows[ea], mirrored[ea], signs).astype(np.float32)
+        for eb in [plain_b] + ([plain_b + len(rows)] if signs is not None else []):
+            vector_b = _gather(vectors, entry_rows[eb], mirrored[eb], signs).astype(np.float32)
+            b_to_a = best[eb] - np.einsum("ij,ij->i", vector_b, centroids[home[ea]])
+            a_to_b = best[ea] - np.einsum("ij,ij->i", vector_a, centroids[home[eb]])
+            part = needed[start:start + ROUTE_CHUNK]
+            np.minimum(part, np.minimum(b_to_a, a_to_b), out=part)
+    return np.maximum(needed, 0)
 
 
 def _search_tasks(sizes: np.ndarray, entries: int) -> list[tuple[int, int]]:
