@@ -324,9 +324,10 @@ def start_labeling(url: str, staging: str | Path | None) -> Path:
     remote's run files pulled into it (a shard on the remote counts as done), anything it
     held that the remote does not removed. A remote prefix of other files is refused."""
     url = normal_url(url)
-    check_bucket(url)
+    objects = list_objects(url)  # credentials refused: "access denied", here
+    if not objects:
+        check_bucket(url)
     folder = claim_staging(url, staging)
-    objects = list_objects(url)
     if objects and not ({run_folder.RUN_FILE, run_folder.INPUTS_FILE} & objects.keys()):
         raise DistillError(f"--out {url} is not empty ({len(objects)} objects, e.g. "
                            f"{min(objects)}): choose a new or empty prefix")

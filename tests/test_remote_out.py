@@ -155,6 +155,21 @@ def test_remote_runs_refuse_in_one_line(runs_bucket, photos, tmp_path):
         remote_run.claim_staging("s3://runs/newer", tmp_path / "claimed")
 
 
+def test_credentials_the_server_refuses_are_one_line(runs_bucket, photos, monkeypatch):
+    import moto.settings
+
+    from distill.cli import main
+
+    monkeypatch.setattr(moto.settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)  # keys checked now
+    for command in (["label", "--source", str(photos), "--out", "s3://runs/denied"],
+                    ["dedup", "--labels", "s3://runs/denied"]):
+        result = CliRunner().invoke(main, command)
+        assert result.exit_code == 2, result.output
+        assert result.output.strip() == ("distill: error: s3://runs/denied: access denied "
+                                         "(check the credentials: AWS_PROFILE, "
+                                         "AWS_ACCESS_KEY_ID, …)")
+
+
 def test_without_s3fs_a_remote_run_is_one_line(runs_bucket, photos, monkeypatch):
     import importlib
 
