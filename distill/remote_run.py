@@ -292,8 +292,9 @@ def push_shard(url: str, staging: Path, index: int) -> None:
 
 def changed(staging: Path, names: Iterable[str] | None = None) -> list[str]:
     """The staged run files (of `names`, in that order; else all, sorted) written here since
-    they were last pulled or pushed. A file rewritten with the bytes it had (a rerun's fusion of an already fused
-    shard) is not: its record is brought up to date instead, and nothing is sent again."""
+    they were last pulled or pushed. A file rewritten with the bytes it had (a rerun's fusion
+    of an already fused shard) is not: its record is brought up to date instead, and nothing
+    is sent again."""
     staging, found = Path(staging), []
     paths = (_run_files(staging) if names is None else
              [staging / name for name in names if (staging / name).is_file()])
