@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from distill import remote
 from distill.decode import read_input
 from distill.errors import ConfigError
 from distill.scoring import FusionConfig, offline_teachers
@@ -85,15 +86,23 @@ class LabelConfig:
     device: str = "auto"
     decode: DecodeConfig = dataclasses.field(default_factory=DecodeConfig)
     fusion: FusionConfig = dataclasses.field(default_factory=FusionConfig)
+    # with a remote `out`: the local folder the run is staged in (default: one under the
+    # user's cache named from the URL's hash, `remote_run.default_staging`)
+    staging: str | None = None
 
     def __post_init__(self):
         if self.shard_size < 1:
             raise ConfigError("shard_size must be ≥ 1")
         if self.batch_size < 1:
             raise ConfigError("batch_size must be ≥ 1")
-        if "://" in str(self.out):  # Path() would make "s3://b/run" a local folder "s3:/b/run"
-            raise ConfigError(f"--out {self.out}: the run folder must be local (sources may be "
-                              "remote); label into a local folder, then copy it up")
+        # Path() would make "s3://b/run" a local folder "s3:/b/run": a URL is either one
+        # `remote_run` stages, or an error
+        if "://" in str(self.out) and not remote.holds_runs(self.out):
+            raise ConfigError(f"--out {self.out}: give a local folder, or an s3:// or gs:// "
+                              "prefix (a run on object storage)")
+        if self.staging is not None and not remote.holds_runs(self.out):
+            raise ConfigError("--staging is for a remote --out (s3://…): a local --out is "
+                              "the run folder itself")
         if self.score_workers is not None and self.score_workers < 0:
             raise ConfigError(f"score_workers must be ≥ 0 (0: score in this process), "
                               f"got {self.score_workers}")

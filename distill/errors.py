@@ -36,13 +36,26 @@ def error_line(exc: BaseException, writing_under: str | None = None) -> str | No
     return None
 
 
+# ctx.meta keys a parameter type may fill, run inside the boundary below: PREPARE maps a
+# parameter's name to a function of its value giving what the command takes (a remote run
+# mirrored into a local folder: slow, and failing as one line); FINISH lists what to do once
+# the command succeeded (push back what it wrote).
+PREPARE = "distill.prepare"
+FINISH = "distill.finish"
+
+
 class DistillCommand(click.Command):
     """The CLI's one error boundary: a command's known failures print one line on stderr
     and exit 2, with no traceback for the user; anything else is a bug and keeps its own."""
 
     def invoke(self, ctx):
         try:
-            return super().invoke(ctx)
+            for name, prepare in ctx.meta.pop(PREPARE, {}).items():
+                ctx.params[name] = prepare(ctx.params[name])
+            result = super().invoke(ctx)
+            for finish in ctx.meta.pop(FINISH, []):
+                finish()
+            return result
         except (DistillError, OSError) as exc:
             output = next((ctx.params[k] for k in OUTPUT_PARAMS if ctx.params.get(k)), None)
             click.echo(f"distill: error: {error_line(exc, output)}", err=True)

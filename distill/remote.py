@@ -19,6 +19,9 @@ import re
 # What `--source`, a file list's entries and a locator may name remotely. file:// is not here:
 # a local name goes through the local rules (`sources.inside`, `decode.open_regular`).
 REMOTE_PROTOCOLS = ("s3", "s3a", "gs", "gcs", "hf", "https", "http")
+# Where a run folder may live (`--out`, `remote_run`): object stores with atomic whole-object
+# PUTs whose paths begin with a bucket (https:// cannot be written; an hf:// write is a commit).
+RUN_PROTOCOLS = ("s3", "s3a", "gs", "gcs")
 _URL = re.compile(r"^([a-z][a-z0-9+.-]*)://", re.IGNORECASE)
 
 
@@ -35,6 +38,11 @@ def is_remote(name) -> bool:
     return protocol(name) in REMOTE_PROTOCOLS
 
 
+def holds_runs(name) -> bool:
+    """Whether `name` is an object-storage prefix a run folder may live at."""
+    return protocol(name) in RUN_PROTOCOLS
+
+
 def filesystem(url: str):
     """(fsspec filesystem, path within it) for `url`; a protocol without its package is a
     RemoteError naming what to install."""
@@ -44,7 +52,7 @@ def filesystem(url: str):
         return fsspec.core.url_to_fs(url)
     except ImportError as exc:
         hint = " (pip install 'distill[s3]')" if protocol(url) in ("s3", "s3a") else ""
-        raise RemoteError(f"cannot read {protocol(url)}:// objects: {exc}{hint}") from None
+        raise RemoteError(f"no {protocol(url)}:// support here: {exc}{hint}") from None
 
 
 def _info(fs, path: str) -> dict:

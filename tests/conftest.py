@@ -168,3 +168,80 @@ def fill_up(folder: Path) -> None:
                 handle.flush()
         except OSError:
             pass
+
+
+class S3Server:
+    """moto's S3 server on 127.0.0.1 (a real HTTP server the code under test talks to), with
+    a gate: `hold(fragment)` makes the next PUTs of a key containing `fragment` wait, so a
+    test can kill a writer at an exact point; `drop()` then fails them (never stored).
+    `puts` lists the paths of the PUTs it answered."""
+
+    def __init__(self):
+        import threading
+
+        from moto.moto_server.werkzeug_app import (
+            DomainDispatcherApplication,
+            MotoRequestHandler,
+            create_backend_app,
+        )
+        from werkzeug.serving import make_server
+
+        self._moto = DomainDispatcherApplication(create_backend_app)
+        self._held: str | None = None
+        self._release = threading.Event()
+        self.arrived = threading.Event()
+        self.puts: list[str] = []
+        self._server = make_server("127.0.0.1", 0, self._app, threaded=True,
+                                   request_handler=MotoRequestHandler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def _app(self, environ, start_response):
+        held = self._held
+        if held and environ["REQUEST_METHOD"] == "PUT" and held in environ["PATH_INFO"]:
+            self.arrived.set()
+            self._release.wait(timeout=300)
+            start_response("503 Slow Down", [("Content-Length", "0")])
+            return [b""]
+        if environ["REQUEST_METHOD"] == "PUT":
+            self.puts.append(environ["PATH_INFO"])
+        return self._moto(environ, start_response)
+
+    def hold(self, fragment: str) -> None:
+        self._release.clear()
+        self.arrived.clear()
+        self._held = fragment
+
+    def drop(self) -> None:
+        self._held = None
+        self._release.set()
+
+    def stop(self) -> None:
+        self.drop()
+        self._server.shutdown()
+        self._thread.join()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """One S3 server per test process (s3fs keeps its clients per endpoint for the process,
+    so every module talks to the same one); the credentials and endpoint are in the
+    environment, which labeling subprocesses inherit."""
+    pytest.importorskip("s3fs", reason="the [s3] extra (s3fs) is not installed")
+    pytest.importorskip("moto.server", reason="moto[server] is not installed")
+    server = S3Server()
+    with pytest.MonkeyPatch.context() as env:
+        for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                           "AWS_DEFAULT_REGION": "us-east-1",
+                           "AWS_ENDPOINT_URL": server.endpoint}.items():
+            env.setenv(key, value)
+        yield server
+    server.stop()
+
+
+def s3_filesystem():
+    """An s3fs client of its own (not the cached one the code under test uses)."""
+    import fsspec
+
+    return fsspec.filesystem("s3", skip_instance_cache=True)

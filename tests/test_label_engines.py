@@ -198,12 +198,18 @@ def test_torchrun_ranks_finish_a_killed_ranks_shards(photo_folder, reference, tm
 # -- Ray ------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def ray_cluster():
+def ray_cluster(request):
     """One local cluster for every Ray test (each start costs seconds): a head with no CPU
     for tasks and two 1-CPU nodes, joined once by this process, so that the workers (one per
-    node, their imports done) serve every test; yields (cluster, the workers' pids)."""
+    node, their imports done) serve every test; yields (cluster, the workers' pids). The S3
+    server starts first where it can, so that the nodes inherit its endpoint."""
     ray = pytest.importorskip("ray")
     from ray.cluster_utils import Cluster
+
+    try:
+        request.getfixturevalue("s3_server")
+    except pytest.skip.Exception:
+        pass  # no s3fs or moto: the S3 case skips
 
     cluster = Cluster(initialize_head=True,
                       head_node_args={"num_cpus": 0, "include_dashboard": False})
@@ -293,6 +299,23 @@ def test_ray_a_killed_worker_and_a_removed_node_lose_nothing(
     assert len(killed) == 2
     _assert_complete(out, reference)
     assert summary["engine"]["shards_retried"] >= 1  # the killed worker's shard at least
+
+
+@pytest.mark.xdist_group("ray_cluster")  # one worker: the cluster fixture starts once
+def test_ray_labels_onto_s3_with_the_bytes_of_a_local_run(
+        ray_cluster, s3_server, photo_folder, reference, tmp_path):  # noqa: F811
+    from distill.labeling import label
+    from tests.conftest import s3_filesystem
+
+    fs = s3_filesystem()
+    fs.mkdir("ray-runs")
+    summary = label(source=str(photo_folder), out="s3://ray-runs/run", staging=str(tmp_path),
+                    teachers="technical", shard_size=1, batch_size=1, engine="ray",
+                    progress=False)
+    assert summary["labeled"] + summary["errors"] == summary["inputs"] == GOOD
+    pushed = {name.rsplit("/", 1)[1]: fs.cat(name) for name in fs.find("ray-runs/run/shards")}
+    assert pushed == _shard_bytes(reference)  # every shard's labels and errors, as local
+    assert fs.exists("ray-runs/run/manifest.json")
 
 
 def test_ray_workers_parse_as_min_max():

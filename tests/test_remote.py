@@ -1,5 +1,5 @@
-"""Object storage through fsspec, against a real S3 server on 127.0.0.1 (moto's server mode,
-started here): the read rule on remote objects, folders, manifests and tar shards in a
+"""Object storage through fsspec, against a real S3 server on 127.0.0.1 (moto's server mode:
+conftest's `s3_server`): the read rule on remote objects, folders, manifests and tar shards in a
 bucket, and a labeling run from a bucket that is killed and resumed."""
 
 from __future__ import annotations
@@ -19,9 +19,7 @@ from PIL import Image
 from distill import run_folder
 from distill.decode import DecodeError, read_bytes, read_remote
 from distill.sources import create_source, guess_source
-
-pytest.importorskip("s3fs", reason="the [s3] extra (s3fs) is not installed")
-moto_server = pytest.importorskip("moto.server", reason="moto[server] is not installed")
+from tests.conftest import s3_filesystem
 
 PHOTOS = 8
 
@@ -43,37 +41,26 @@ def photos(skimage_photos) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def bucket(photos, tmp_path_factory):
-    """s3://photos-bucket on a local moto server: photos/, list.csv, shards/000.tar; the
+def bucket(photos, s3_server, tmp_path_factory):
+    """s3://photos-bucket on the local S3 server: photos/, list.csv, shards/000.tar; the
     same files under a local folder for comparison."""
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    with pytest.MonkeyPatch.context() as env:
-        for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                           "AWS_DEFAULT_REGION": "us-east-1",
-                           "AWS_ENDPOINT_URL": f"http://{host}:{port}"}.items():
-            env.setenv(key, value)  # the labeling subprocesses inherit them
-        import fsspec
-
-        fs = fsspec.filesystem("s3", skip_instance_cache=True)
-        fs.mkdir("photos-bucket")
-        local = tmp_path_factory.mktemp("local")
-        (local / "photos").mkdir()
-        tar = io.BytesIO()
-        with tarfile.open(fileobj=tar, mode="w") as archive:
-            for name, data in photos.items():
-                fs.pipe(f"photos-bucket/photos/{name}", data)
-                (local / "photos" / name).write_bytes(data)
-                member = tarfile.TarInfo(name)
-                member.size = len(data)
-                archive.addfile(member, io.BytesIO(data))
-        fs.pipe("photos-bucket/shards/000.tar", tar.getvalue())
-        (local / "000.tar").write_bytes(tar.getvalue())
-        fs.pipe("photos-bucket/list.csv", ("path\n" + "".join(f"photos/{n}\n" for n in photos)
-                                           + "../other-bucket/x.jpg\n").encode())
-        yield local
-    server.stop()
+    fs = s3_filesystem()
+    fs.mkdir("photos-bucket")
+    local = tmp_path_factory.mktemp("local")
+    (local / "photos").mkdir()
+    tar = io.BytesIO()
+    with tarfile.open(fileobj=tar, mode="w") as archive:
+        for name, data in photos.items():
+            fs.pipe(f"photos-bucket/photos/{name}", data)
+            (local / "photos" / name).write_bytes(data)
+            member = tarfile.TarInfo(name)
+            member.size = len(data)
+            archive.addfile(member, io.BytesIO(data))
+    fs.pipe("photos-bucket/shards/000.tar", tar.getvalue())
+    (local / "000.tar").write_bytes(tar.getvalue())
+    fs.pipe("photos-bucket/list.csv", ("path\n" + "".join(f"photos/{n}\n" for n in photos)
+                                       + "../other-bucket/x.jpg\n").encode())
+    return local
 
 
 def test_remote_objects_are_held_to_the_read_rule(bucket, photos):
@@ -165,10 +152,10 @@ def test_labeling_from_a_bucket_killed_and_resumed_equals_labeling_the_folder(bu
     assert not list((out / "shards").glob(".*partial"))
 
 
-def test_a_remote_output_folder_is_one_line_not_a_local_folder_named_s3():
+def test_an_output_url_of_no_known_protocol_is_one_line_not_a_local_folder_named_ftp():
     from distill.config import LabelConfig, from_mapping
     from distill.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="the run folder must be local"):
+    with pytest.raises(ConfigError, match="give a local folder, or an s3:// or gs:// prefix"):
         from_mapping(LabelConfig, {"source": {"kind": "folder", "root": "s3://b/photos"},
-                                   "out": "s3://b/run"})
+                                   "out": "ftp://b/run"})

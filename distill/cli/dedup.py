@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import click
 
-from distill.cli._common import CONTEXT, NO_PROGRESS_OPTION, show_progress
+from distill.cli._common import CONTEXT, NO_PROGRESS_OPTION, RUN_FOLDER, show_progress
 from distill.errors import DistillCommand
 
 
 @click.command("dedup", cls=DistillCommand, context_settings=CONTEXT)
 @click.option("--labels", "labels_dir", required=True,
-              type=click.Path(exists=True, file_okay=False),
+              type=RUN_FOLDER,
               help="Output folder of `distill label` (OUT). dedup.parquet and "
               "dedup_summary.json are written into it.")
 @click.option("--against", type=click.Path(exists=True), default=None,

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from distill.cli._common import CONTEXT, NO_PROGRESS_OPTION, WEIGHTS_DIR_OPTION
+from distill.cli._common import CONTEXT, NO_PROGRESS_OPTION, RUN_FOLDER, WEIGHTS_DIR_OPTION
 from distill.errors import DistillCommand
 
 
@@ -17,7 +17,11 @@ from distill.errors import DistillCommand
               help="A folder, file list (.txt/.csv), parquet or tar shards; the kind is guessed.")
 @click.option("--teachers", "teacher_names", default=None,
               help="Comma-separated teachers or a named set (default: offline).")
-@click.option("--out", default=None, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--out", default=None, type=click.Path(file_okay=False),
+              help="Output folder, or an object-storage prefix (s3://bucket/run) staged locally.")
+@click.option("--staging", default=None, type=click.Path(file_okay=False),
+              help="With a remote --out: the local folder the run is staged in (default: one "
+              "under ~/.cache/distill/runs named from the URL's hash).")
 @click.option("--shard-size", type=int, default=None, help="Inputs per shard (default 1000).")
 @click.option("--batch-size", type=int, default=None, help="Images per teacher batch (default 16).")
 @click.option("--score-workers", type=click.IntRange(min=0), default=None,
@@ -82,7 +86,7 @@ def _print_summary(summary: dict, out: str) -> None:
 
 
 @click.command(cls=DistillCommand, context_settings=CONTEXT)
-@click.option("--labels", "labels_dir", required=True, type=click.Path(exists=True, file_okay=False),
+@click.option("--labels", "labels_dir", required=True, type=RUN_FOLDER,
               help="Output folder of `distill label`.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
               help="YAML whose `fusion:` section replaces the run's (else the manifest's).")
@@ -100,7 +104,7 @@ def fuse(labels_dir, config_file, keep_threshold, keep_top_percent, normalisatio
 
 
 @click.command(cls=DistillCommand, context_settings=CONTEXT)
-@click.option("--labels", "labels_dir", required=True, type=click.Path(exists=True, file_okay=False),
+@click.option("--labels", "labels_dir", required=True, type=RUN_FOLDER,
               help="Output folder of `distill label`.")
 @click.option("--reference", required=True, type=click.Path(exists=True, dir_okay=False),
               help="Human scores: an AVA.txt (image id = file stem of each labeled path).")

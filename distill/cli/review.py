@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from distill.cli._common import CONTEXT, NO_PROGRESS_OPTION
+from distill.cli._common import CONTEXT, NO_PROGRESS_OPTION, RUN_FOLDER
 from distill.errors import DistillCommand, DistillError, DistillGroup
 
 
@@ -41,7 +41,7 @@ def ava_to_labels(root, out, threshold, percentile, shard_size, no_progress):
 
 
 @click.command(cls=DistillCommand, context_settings=CONTEXT)
-@click.option("--labels", "labels_dir", required=True, type=click.Path(exists=True, file_okay=False),
+@click.option("--labels", "labels_dir", required=True, type=RUN_FOLDER,
               help="Output folder of `distill label`.")
 @click.option("--budget", type=int, default=200, show_default=True, help="Images to queue.")
 @click.option("--out", "review_dir", type=click.Path(file_okay=False), default=None,
@@ -59,7 +59,7 @@ def active(labels_dir, budget, review_dir, seed):
 
 @click.command("import-labels", cls=DistillCommand, context_settings=CONTEXT)
 @click.argument("labels_csv", required=False, type=click.Path(exists=True, dir_okay=False))
-@click.option("--labels", "labels_dir", type=click.Path(exists=True, file_okay=False),
+@click.option("--labels", "labels_dir", type=RUN_FOLDER,
               help="Output folder of `distill label` to merge the CSV into.")
 @click.option("--from-xmp", "xmp_folder", type=click.Path(exists=True, file_okay=False),
               help="Instead of a CSV: read the ratings and pick labels in FOLDER's sidecars "
@@ -103,7 +103,7 @@ def import_labels(labels_csv, labels_dir, xmp_folder, out, keep_stars, no_progre
 
 
 @click.command(cls=DistillCommand, context_settings=CONTEXT)
-@click.option("--labels", "labels_dir", required=True, type=click.Path(exists=True, file_okay=False),
+@click.option("--labels", "labels_dir", required=True, type=RUN_FOLDER,
               help="Output folder of `distill label`.")
 @click.option("--per-section", type=int, default=24, show_default=True)
 @click.option("--out", "audit_dir", type=click.Path(file_okay=False), default=None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from distill.cli._common import CONTEXT, NO_PROGRESS_OPTION, WEIGHTS_DIR_OPTION
+from distill.cli._common import CONTEXT, NO_PROGRESS_OPTION, RUN_FOLDER, WEIGHTS_DIR_OPTION
 from distill.errors import DistillCommand
 
 
@@ -12,7 +12,7 @@ from distill.errors import DistillCommand
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
               help="YAML training config (see configs/distill_*.yaml). The options below "
               "override it; without it, --labels, --out and the defaults suffice.")
-@click.option("--labels", type=click.Path(exists=True, file_okay=False), default=None,
+@click.option("--labels", type=RUN_FOLDER, default=None,
               help="Output folder of `distill label` (shards/, manifest.json; dedup.parquet "
               "and human.parquet are honoured when present).")
 @click.option("--student", default=None,

@@ -24,11 +24,11 @@ from pathlib import Path
 import ray
 from tqdm import tqdm
 
-from distill import run_folder
+from distill import remote_run, run_folder
 from distill.config import LabelConfig
 from distill.errors import ConfigError, DistillError
 from distill.labeling import leases
-from distill.labeling.run import finalize, open_run
+from distill.labeling.run import finalize, open_run, remote_url, run_out
 from distill.labeling.shard_work import LabelRun, ShardRecord, label_shard
 from distill.labeling.shard_work import provenance as teachers_provenance
 from distill.labeling.workers import limit_threads
@@ -70,7 +70,7 @@ def label_on_ray(config: LabelConfig, progress: bool = True, max_shards: int | N
         raise ConfigError(f"--device {config.device} with --engine ray: the workers' device "
                           "follows --gpus-per-worker (0: cpu, more: cuda)")
     config, _source, inputs = open_run(config, progress, device, main=True)
-    out = Path(config.out)
+    out, url = run_out(config), remote_url(config)
     total = run_folder.shard_count(inputs, config.shard_size)
     done = run_folder.completed_shards(out)
     todo = [k for k in range(total) if k not in done][:max_shards]
@@ -82,6 +82,8 @@ def label_on_ray(config: LabelConfig, progress: bool = True, max_shards: int | N
         started = time.perf_counter()
         ledger, teachers = _run_tasks(config, out, todo, least, most, gpus_per_worker,
                                       cpus_per_worker, progress, inputs)
+        if url:  # shards that workers on other nodes labeled are on the remote only
+            remote_run.pull(url, out)
         if len(run_folder.completed_shards(out)) < total:
             return None  # --max-shards left work for the next call
         final = leases.claim(out, leases.FINAL, seconds)
@@ -91,7 +93,7 @@ def label_on_ray(config: LabelConfig, progress: bool = True, max_shards: int | N
             if teachers is None:  # nothing was left to label: ask a worker what it would use
                 remote = ray.remote(teachers_provenance).options(num_cpus=cpus_per_worker,
                                                                  num_gpus=gpus_per_worker)
-                teachers = ray.get(remote.remote(LabelRun(out, config, device)))
+                teachers = ray.get(remote.remote(LabelRun(out, config, device, remote=url)))
             return finalize(out, config, teachers, inputs, time.perf_counter() - started,
                             len({(r.host, r.pid) for r in ledger}), ledger, engine="ray")
         finally:
@@ -108,7 +110,7 @@ def _run_tasks(config: LabelConfig, out: Path, todo: list[int], least: int, most
         from ray.autoscaler.sdk import request_resources
 
         request_resources(bundles=[{"CPU": cpus, **({"GPU": gpus} if gpus else {})}] * least)
-    run = ray.put(LabelRun(out, config, "cuda" if gpus else "cpu"))
+    run = ray.put(LabelRun(out, config, "cuda" if gpus else "cpu", remote=remote_url(config)))
     task = ray.remote(_label_task).options(num_cpus=cpus, num_gpus=gpus,
                                            max_retries=MAX_RETRIES)
     queue, pending, ledger, provenance = iter(todo), {}, [], None

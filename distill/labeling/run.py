@@ -20,7 +20,7 @@ import torch
 from accelerate import PartialState
 from tqdm import tqdm
 
-from distill import __version__, run_folder, safefs
+from distill import __version__, remote, remote_run, run_folder, safefs
 from distill.config import LabelConfig, from_mapping, load_yaml, to_dict
 from distill.errors import ConfigError
 from distill.labeling import inputs as input_list
@@ -84,7 +84,7 @@ def check_resume(out: Path, config: LabelConfig, device: str = "cpu") -> None:
         key = differs[0]
         more = f" (and {len(differs) - 1} more: {', '.join(differs[1:])})" if differs[1:] else ""
         hint = "; to change fusion, use `distill fuse`" if key.startswith("fusion.") else ""
-        raise ConfigError(f"{out} was started with {key} = {recorded.get(key)!r}, this call "
+        raise ConfigError(f"{config.out} was started with {key} = {recorded.get(key)!r}, this call "
                           f"asks for {asked.get(key)!r}{more}: resume with the run's options"
                           f"{hint}, or use a new --out")
 
@@ -100,7 +100,12 @@ def freeze_inputs(out: Path, source: Source, source_config: dict, progress: bool
 def finalize(out: Path, config: LabelConfig, provenance: list[dict], inputs: int,
              seconds: float, world: int, ledger: list[ShardRecord], engine: str = "local") -> dict:
     """Fuse over the whole run, merge errors, write the manifest; returns the summary, with
-    `ledger`: the records of the shards labeled by this call (all of its workers)."""
+    `ledger`: the records of the shards labeled by this call (all of its workers). A remote
+    run's shards that other machines pushed are pulled first, and what finalizing wrote
+    (fused shards, errors.parquet, the manifest last) is pushed after."""
+    url = remote_url(config)
+    if url:
+        remote_run.pull(url, out)
     safefs.remove_stale_partials(out / run_folder.SHARD_DIR)  # a killed worker's, on this host
     leases.clear_shard_leases(out)
     fused = fuse_run(out, config.fusion)
@@ -134,6 +139,8 @@ def finalize(out: Path, config: LabelConfig, provenance: list[dict], inputs: int
         "processes": world,
         "summary": summary,
     })
+    if url:
+        remote_run.push_changed(url, out)
     return {**summary, "ledger": [record.as_dict() for record in ledger]}
 
 
@@ -175,15 +182,31 @@ def check_device(asked: str) -> None:
         raise ConfigError(f"device {asked}: torch sees {torch.cuda.device_count()} CUDA GPU(s)")
 
 
+def remote_url(config: LabelConfig) -> str | None:
+    """The object-storage prefix that holds the run (`--out s3://…`), or None."""
+    return remote_run.normal_url(config.out) if remote.holds_runs(config.out) else None
+
+
+def run_out(config: LabelConfig) -> Path:
+    """The run folder this process writes: `--out`, or the local staging folder of a
+    remote one (`remote_run`)."""
+    url = remote_url(config)
+    return remote_run.staging_folder(url, config.staging) if url else Path(config.out)
+
+
 def open_run(config: LabelConfig, progress: bool, device: str,
              main: bool = True) -> tuple[LabelConfig, Source, int | None]:
     """Check a run can be started or resumed with `config` with teachers on `device`; `main`
     (one process of the run) also clears what a killed run was writing and freezes the
-    input list, and returns how many inputs it holds (the others: None)."""
-    out = Path(config.out)
+    input list, and returns how many inputs it holds (the others: None). A remote run is
+    pulled into its staging folder first, and a fresh one's run.json and inputs.parquet are
+    pushed as soon as they are frozen."""
+    out, url = run_out(config), remote_url(config)
     # `--source photos` and `--source /home/me/photos` are one source, resumed alike
     config = dataclasses.replace(config, source=absolute_source(config.source))
     source = create_source(config.source)
+    if url:
+        remote_run.start_labeling(url, config.staging)
     run_folder.refuse_unless_a_run(out)  # never label into a folder of other files
     # Every process checks (and none waits at a barrier for one that refused); a fresh run's
     # processes all write the same run.json, atomically.
@@ -191,7 +214,11 @@ def open_run(config: LabelConfig, progress: bool, device: str,
     if main:
         for folder in (out, out / run_folder.SHARD_DIR):  # what a killed run was writing
             safefs.remove_stale_partials(folder)
-        return config, source, freeze_inputs(out, source, config.source, progress)
+        inputs = freeze_inputs(out, source, config.source, progress)
+        if url:  # run.json first: a resume that finds inputs.parquet alone skips its check
+            remote_run.push(url, out, remote_run.changed(out, [run_folder.RUN_FILE,
+                                                               run_folder.INPUTS_FILE]))
+        return config, source, inputs
     return config, source, None
 
 
@@ -212,7 +239,12 @@ def run_label(config: LabelConfig, progress: bool = True, max_shards: int | None
     # cpu=True is what makes accelerate start a gloo group under torchrun on a CPU machine.
     state = PartialState(cpu=config.device == "cpu" or not torch.cuda.is_available())
     device = config.device if config.device not in ("auto", "cuda") else str(state.device)
-    out = Path(config.out)
+    out = run_out(config)
+    if remote_url(config) and state.num_processes > 1:
+        raise ConfigError(f"--out {config.out} with {state.num_processes} processes (torchrun "
+                          "/ accelerate launch): their shard leases need an exclusive create "
+                          "and a heartbeat that object storage does not give; use --engine "
+                          "ray, or a folder every process shares as --out")
     if device == "cpu" and config.score_workers != 0:
         start_early()  # scoring workers are likely: their fork server imports meanwhile
     config, source, inputs = open_run(config, progress, device, main=state.is_main_process)
@@ -229,7 +261,7 @@ def run_label(config: LabelConfig, progress: bool = True, max_shards: int | None
         threads = min(threads, int(os.environ["OMP_NUM_THREADS"]))
     torch.set_num_threads(max(1, threads))
 
-    run = LabelRun(out, config, device, processes, workers)
+    run = LabelRun(out, config, device, processes, workers, remote_url(config))
     keep_teachers(run, source, teachers)
     total_shards = run_folder.shard_count(inputs, config.shard_size)
     done = run_folder.completed_shards(out)
@@ -258,12 +290,13 @@ def label(config: str | Path | dict | None = None, *, source: str | None = None,
           max_side: int | None = None, max_shards: int | None = None,
           weights_dir: str | None = None, progress: bool = True, engine: str = "local",
           address: str | None = None, ray_workers: str | None = None,
-          gpus_per_worker: float | None = None) -> dict | None:
+          gpus_per_worker: float | None = None, staging: str | None = None) -> dict | None:
     """`distill label`: a YAML config (a path, or its mapping) with these options over it.
     `source` is a folder, file list, parquet or tar shards (the kind is guessed); `teachers`
     names teachers or sets ("offline", "brisque,piqe"), or maps them to their options
     ({"nima": {"backbone": "vgg16"}}, as `teachers:` in a config). `engine="ray"` labels on a
-    Ray cluster (`address`, `ray_workers` "MIN:MAX", `gpus_per_worker`). Returns the summary
+    Ray cluster (`address`, `ray_workers` "MIN:MAX", `gpus_per_worker`). `out` may be an
+    object-storage prefix (s3://bucket/run), staged locally in `staging`. Returns the summary
     (and `out`) from the process that completed the run, else None."""
     mapping = dict(config) if isinstance(config, dict) else load_yaml(config) if config else {}
     if source:
@@ -276,7 +309,8 @@ def label(config: str | Path | dict | None = None, *, source: str | None = None,
         mapping["teachers"] = {name: {**options.get(name, {}), **(given.get(name) or {})}
                                for name in names}
     flags = {"out": out, "shard_size": shard_size, "batch_size": batch_size,
-             "weights_dir": weights_dir, "score_workers": score_workers, "device": device}
+             "weights_dir": weights_dir, "score_workers": score_workers, "device": device,
+             "staging": staging}
     mapping.update({k: v for k, v in flags.items() if v is not None})
     decode = dict(mapping.get("decode") or {})
     overrides = {"workers": workers, "threads": decode_threads, "max_side": max_side,

@@ -21,7 +21,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from distill import run_folder
+from distill import remote_run, run_folder
 from distill.config import LabelConfig, to_dict
 from distill.labeling import leases
 from distill.labeling.shards import score_here, write_result
@@ -38,6 +38,7 @@ class LabelRun:
     device: str = "cpu"
     score_workers: int = 0  # single-threaded scoring processes; 0: the teachers run here
     decode_workers: int = 0  # with teachers here: DataLoader processes decoding ahead
+    remote: str | None = None  # the object-storage prefix `out` stages (`remote_run`)
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,12 @@ def provenance(run: LabelRun) -> list[dict]:
 
 def label_shard(run: LabelRun, shard: int) -> ShardRecord:
     """Label shard `shard` of `run` whatever else holds it: for an engine whose scheduler
-    decided this process labels it now (Ray). A shard already done is not labeled again."""
+    decided this process labels it now (Ray). A shard already done is not labeled again.
+    A remote run's staging folder (on another node: one of its own) gets run.json and
+    inputs.parquet first, pulled only when they changed."""
+    if run.remote:
+        remote_run.claim_staging(run.remote, run.out)
+        remote_run.pull(run.remote, run.out, [run_folder.RUN_FILE, run_folder.INPUTS_FILE])
     if run_folder.labels_path(run.out, shard).exists():
         return done_record(run.out, shard)
     shards = label_shards(run, [leases.take(run.out, leases.lease_name(shard))])
@@ -130,6 +136,8 @@ def label_shards(run: LabelRun, held: Iterable[leases.Lease],
     try:
         for lease, result in results:
             write_result(run.out, lease.shard, result)
+            if run.remote:  # while the lease is held: done (remotely) before it is free
+                remote_run.push_shard(run.remote, run.out, lease.shard)
             yield ShardRecord(lease.shard, len(result.rows), len(result.errors),
                               socket.gethostname(), os.getpid(),
                               round(time.perf_counter() - started.pop(lease.shard), 3),
