@@ -18,6 +18,7 @@ This module imports Ray; nothing imports it until `--engine ray` is asked for.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -76,7 +77,10 @@ def label_on_ray(config: LabelConfig, progress: bool = True, max_shards: int | N
     todo = [k for k in range(total) if k not in done][:max_shards]
     joined = not ray.is_initialized()
     if joined:
-        ray.init(address=address, logging_level=logging.WARNING,
+        # Ray's own default joins any cluster `ray start` left on this host (another
+        # user's, on a shared machine); "local" starts one of our own, as documented
+        ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local",
+                 logging_level=logging.WARNING,
                  configure_logging=True, include_dashboard=False)
     try:
         started = time.perf_counter()

@@ -26,6 +26,7 @@ can see how close its pairs came to the margin.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -56,7 +57,7 @@ class ShardSpec:
     reach: float = REACH
     workers: int = 1  # local processes; 1 runs the tasks in this process
     engine: str = "local"  # local | ray
-    address: str | None = None  # ray.init address when engine is ray and ray is not started
+    address: str | None = None  # engine ray, not started: a cluster's (else $RAY_ADDRESS, else a new one)
     seed: int = 0
 
     def __post_init__(self):
@@ -170,7 +171,9 @@ def _task_runner(spec: ShardSpec):
             raise DistillError(f"--engine ray needs ray ({exc}): pip install -e '.[ray]'") from None
         started = not ray.is_initialized()
         if started:
-            ray.init(address=spec.address, log_to_driver=False)
+            # not Ray's default, which joins any cluster `ray start` left on this host
+            ray.init(address=spec.address or os.environ.get("RAY_ADDRESS") or "local",
+                     log_to_driver=False)
         try:
             slots = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
 
