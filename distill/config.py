@@ -89,6 +89,9 @@ class LabelConfig:
     # with a remote `out`: the local folder the run is staged in (default: one under the
     # user's cache named from the URL's hash, `remote_run.default_staging`)
     staging: str | None = None
+    # with --engine ray and --gpus-per-worker: the teachers that run on GPU workers; the
+    # others run on CPU workers (`labeling/parts.py`). None (or every teacher): no split.
+    gpu_teachers: list[str] | str | None = None
 
     def __post_init__(self):
         if self.shard_size < 1:
@@ -108,11 +111,24 @@ class LabelConfig:
                               f"got {self.score_workers}")
         if isinstance(self.teachers, list | tuple):
             self.teachers = {name: {} for name in self.teachers}
+        self.gpu_teachers = self._split_teachers()
         if self.score_workers and self.decode.jpeg_decoder != "pillow":
             raise ConfigError(f"decode.jpeg_decoder {self.decode.jpeg_decoder} decodes in the "
                               "labeling process for its teachers: use score_workers 0")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(self.device)):
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+
+    def _split_teachers(self) -> list[str] | None:
+        """`gpu_teachers` as names in the teachers' order; None when it splits nothing."""
+        given = self.gpu_teachers
+        names = [n.strip() for n in given.split(",")] if isinstance(given, str) else given or []
+        names = [name for name in names if name]
+        unknown = [name for name in names if name not in self.teachers]
+        if unknown:
+            raise ConfigError(f"gpu_teachers names {', '.join(unknown)}, not a teacher of this "
+                              f"run (its teachers: {', '.join(self.teachers)})")
+        ordered = [name for name in self.teachers if name in names]
+        return ordered if 0 < len(ordered) < len(self.teachers) else None
 
 
 def from_mapping(cls: type[T], mapping: dict, where: str = "") -> T:

@@ -55,6 +55,22 @@ class TeacherOutput:
             errors=errors,
         )
 
+    def take(self, indices: Sequence[int]) -> TeacherOutput:
+        """The outputs of the images at `indices`, in that order (errors renumbered)."""
+        indices = np.asarray(indices, dtype=np.int64)
+        where = {int(index): kept for kept, index in enumerate(indices)}
+
+        def rows(array):
+            return None if array is None else array[indices]
+
+        return TeacherOutput(
+            scores=self.scores[indices], distributions=rows(self.distributions),
+            embeddings=rows(self.embeddings),
+            extras={key: values[indices] for key, values in self.extras.items()},
+            errors={where[index]: reason for index, reason in self.errors.items()
+                    if index in where},
+        )
+
 
 def library_versions(*dists: str) -> dict[str, str]:
     versions = {}

@@ -55,6 +55,10 @@ from distill.errors import DistillCommand
               "shards in flight at once (default: none asked, as many as the cluster fits).")
 @click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=None,
               help="With --engine ray: GPUs each worker needs (default 0: CPU workers).")
+@click.option("--gpu-teachers", default=None, metavar="NAMES",
+              help="With --engine ray and --gpus-per-worker: the teachers that run on GPU "
+              "workers (e.g. nima,clip_aesthetic); the others run on CPU workers (default: "
+              "every teacher on the GPU workers).")
 @WEIGHTS_DIR_OPTION
 @NO_PROGRESS_OPTION
 def label(config_file, teacher_names, no_progress, **options):

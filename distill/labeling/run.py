@@ -36,18 +36,20 @@ from teachers import Teacher, create_teachers
 SHAPING_DECODE_KEYS = ("max_side", "draft", "min_side", "max_pixels", "jpeg_decoder")
 # Shaping keys added after runs were first recorded, with what those runs did: a run.json
 # without them compares as this.
-BEFORE_RECORDED = {"device": "cpu", "decode.jpeg_decoder": "pillow"}
+BEFORE_RECORDED = {"device": "cpu", "decode.jpeg_decoder": "pillow", "gpu_teachers": None}
 
 
 def run_shape(config: LabelConfig, device: str = "cpu") -> dict:
     """Everything that shapes a run's rows, as JSON: a resume must ask for exactly this.
     (Workers, threads and batch size change only the speed.) `device` is where the teachers
     run; its kind is recorded (the classical teachers compute on a GPU batched, equal to the
-    CPU's to float tolerance, not to the bit), not which GPU of a multi-GPU run."""
+    CPU's to float tolerance, not to the bit), not which GPU of a multi-GPU run. With
+    `config.gpu_teachers` only those teachers run there, the others on the CPU."""
     return _as_json({"source": config.source, "teachers": config.teachers,
                      "shard_size": config.shard_size,
                      "decode": {key: getattr(config.decode, key) for key in SHAPING_DECODE_KEYS},
-                     "fusion": to_dict(config.fusion), "device": torch.device(device).type})
+                     "fusion": to_dict(config.fusion), "device": torch.device(device).type,
+                     "gpu_teachers": config.gpu_teachers})
 
 
 def _as_json(value):
@@ -233,6 +235,9 @@ def run_label(config: LabelConfig, progress: bool = True, max_shards: int | None
         return label_on_ray(config, progress=progress, max_shards=max_shards, **(ray or {}))
     if engine != "local":
         raise ConfigError(f"unknown engine {engine!r}; known: local, ray")
+    if config.gpu_teachers:
+        raise ConfigError("--gpu-teachers (gpu_teachers) is an option of --engine ray with "
+                          "--gpus-per-worker")
     began = time.time()
     check_device(config.device)
     seconds = leases.lease_seconds()  # a bad DISTILL_LEASE_SECONDS: refused before any work
@@ -290,12 +295,14 @@ def label(config: str | Path | dict | None = None, *, source: str | None = None,
           max_side: int | None = None, max_shards: int | None = None,
           weights_dir: str | None = None, progress: bool = True, engine: str = "local",
           address: str | None = None, ray_workers: str | None = None,
-          gpus_per_worker: float | None = None, staging: str | None = None) -> dict | None:
+          gpus_per_worker: float | None = None, gpu_teachers: str | list[str] | None = None,
+          staging: str | None = None) -> dict | None:
     """`distill label`: a YAML config (a path, or its mapping) with these options over it.
     `source` is a folder, file list, parquet or tar shards (the kind is guessed); `teachers`
     names teachers or sets ("offline", "brisque,piqe"), or maps them to their options
     ({"nima": {"backbone": "vgg16"}}, as `teachers:` in a config). `engine="ray"` labels on a
-    Ray cluster (`address`, `ray_workers` "MIN:MAX", `gpus_per_worker`). `out` may be an
+    Ray cluster (`address`, `ray_workers` "MIN:MAX", `gpus_per_worker`; `gpu_teachers`: the
+    teachers that run on the GPU workers, the others on CPU workers). `out` may be an
     object-storage prefix (s3://bucket/run), staged locally in `staging`. Returns the summary
     (and `out`) from the process that completed the run, else None."""
     mapping = dict(config) if isinstance(config, dict) else load_yaml(config) if config else {}
@@ -310,7 +317,7 @@ def label(config: str | Path | dict | None = None, *, source: str | None = None,
                                for name in names}
     flags = {"out": out, "shard_size": shard_size, "batch_size": batch_size,
              "weights_dir": weights_dir, "score_workers": score_workers, "device": device,
-             "staging": staging}
+             "staging": staging, "gpu_teachers": gpu_teachers}
     mapping.update({k: v for k, v in flags.items() if v is not None})
     decode = dict(mapping.get("decode") or {})
     overrides = {"workers": workers, "threads": decode_threads, "max_side": max_side,

@@ -15,7 +15,7 @@ import os
 import socket
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -24,7 +24,7 @@ from tqdm import tqdm
 from distill import remote_run, run_folder
 from distill.config import LabelConfig, to_dict
 from distill.labeling import leases
-from distill.labeling.shards import score_here, write_result
+from distill.labeling.shards import ShardResult, score_here, write_result
 from distill.labeling.workers import score_shards
 from distill.sources import Source, create_source
 from teachers import Teacher, create_teachers
@@ -51,6 +51,8 @@ class ShardRecord:
     pid: int
     seconds: float
     attempt: int  # 1, or n when n - 1 earlier attempts died (or were taken over)
+    # with teacher groups on other workers (`parts.py`): where each group ran
+    parts: list[dict] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -68,20 +70,21 @@ def keep_teachers(run: LabelRun, source: Source, teachers: list[Teacher]) -> Non
     _MADE[_key(run)] = source, teachers
 
 
-def _tools(run: LabelRun) -> tuple[Source, list[Teacher]]:
+def tools(run: LabelRun) -> tuple[Source, list[Teacher]]:
     """This process's source and teachers for `run`, made once: a Ray worker labels many
     shards, and making the teachers (weights, libraries) costs seconds."""
     key = _key(run)
     if key not in _MADE:
         teachers = create_teachers(run.config.teachers, run.config.weights_dir, device=run.device)
-        _MADE.clear()  # one run per process at a time: drop another run's teachers
-        _MADE[key] = create_source(run.config.source), teachers
+        for other in [made for made in _MADE if made[0] != key[0]]:
+            del _MADE[other]  # one run per process at a time: drop another run's teachers
+        _MADE[key] = create_source(run.config.source), teachers  # (or one of its groups')
     return _MADE[key]
 
 
 def provenance(run: LabelRun) -> list[dict]:
     """What this process's teachers for `run` are (weights and their sha256, versions)."""
-    return [teacher.provenance() for teacher in _tools(run)[1]]
+    return [teacher.provenance() for teacher in tools(run)[1]]
 
 
 def label_shard(run: LabelRun, shard: int) -> ShardRecord:
@@ -89,9 +92,7 @@ def label_shard(run: LabelRun, shard: int) -> ShardRecord:
     decided this process labels it now (Ray). A shard already done is not labeled again.
     A remote run's staging folder (on another node: one of its own) gets run.json and
     inputs.parquet first, pulled only when they changed."""
-    if run.remote:
-        remote_run.claim_staging(run.remote, run.out)
-        remote_run.pull(run.remote, run.out, [run_folder.RUN_FILE, run_folder.INPUTS_FILE])
+    stage(run)
     if run_folder.labels_path(run.out, shard).exists():
         return done_record(run.out, shard)
     shards = label_shards(run, [leases.take(run.out, leases.lease_name(shard))])
@@ -99,6 +100,25 @@ def label_shard(run: LabelRun, shard: int) -> ShardRecord:
         return next(shards)
     finally:
         shards.close()  # gives the lease up
+
+
+def stage(run: LabelRun) -> None:
+    """A remote run's run.json and inputs.parquet in this process's staging folder (on another
+    node: one of its own), pulled only when they changed; a local run: nothing to do."""
+    if run.remote:
+        remote_run.claim_staging(run.remote, run.out)
+        remote_run.pull(run.remote, run.out, [run_folder.RUN_FILE, run_folder.INPUTS_FILE])
+
+
+def commit(run: LabelRun, lease: leases.Lease, result: ShardResult, seconds: float,
+           parts: list[dict] | None = None) -> ShardRecord:
+    """Write the shard of `lease` (held) and return its record; a remote run's shard is
+    pushed while the lease is still held, so it is done (remotely) before it is free."""
+    write_result(run.out, lease.shard, result)
+    if run.remote:
+        remote_run.push_shard(run.remote, run.out, lease.shard)
+    return ShardRecord(lease.shard, len(result.rows), len(result.errors), socket.gethostname(),
+                       os.getpid(), round(seconds, 3), lease.attempt, parts or [])
 
 
 def done_record(out: Path, shard: int) -> ShardRecord:
@@ -115,7 +135,7 @@ def label_shards(run: LabelRun, held: Iterable[leases.Lease],
     scorers need its first batch), writing each as it completes and yielding its record
     while its lease is still held; the lease is given up when the caller asks for the next
     (so a caller can check "was this the last shard?" before anyone else may)."""
-    source, teachers = _tools(run)
+    source, teachers = tools(run)
     config = run.config
     started: dict[int, float] = {}
     claimed: list[leases.Lease] = []
@@ -135,13 +155,7 @@ def label_shards(run: LabelRun, held: Iterable[leases.Lease],
                    for lease, shard, rows in inputs())
     try:
         for lease, result in results:
-            write_result(run.out, lease.shard, result)
-            if run.remote:  # while the lease is held: done (remotely) before it is free
-                remote_run.push_shard(run.remote, run.out, lease.shard)
-            yield ShardRecord(lease.shard, len(result.rows), len(result.errors),
-                              socket.gethostname(), os.getpid(),
-                              round(time.perf_counter() - started.pop(lease.shard), 3),
-                              lease.attempt)
+            yield commit(run, lease, result, time.perf_counter() - started.pop(lease.shard))
             claimed.remove(lease)
             lease.release()
     finally:  # an error, Ctrl-C or close(): shards begun here are free for others at once

@@ -24,7 +24,7 @@ from distill import run_folder
 from distill.config import DecodeConfig, LabelConfig
 from distill.decode import Decoded, DecodeError, decode_named
 from distill.sources import Source, SourceItem
-from teachers import Teacher
+from teachers import Teacher, TeacherOutput
 
 
 def _decode_options(decode: DecodeConfig) -> dict:
@@ -103,6 +103,16 @@ class ShardResult:
 def score_decoded(teachers: list[Teacher], source_name: str, shard: int, inputs: list[dict],
                   decoded: list[tuple[int, Decoded | None, str | None]], result: ShardResult):
     """Rows for one decoded batch: an error row per decode failure, teachers on the rest."""
+    batch = decode_failures(source_name, shard, inputs, decoded, result)
+    if batch:
+        score_batch(teachers, batch, result)
+
+
+def decode_failures(source_name: str, shard: int, inputs: list[dict],
+                    decoded: list[tuple[int, Decoded | None, str | None]],
+                    result: ShardResult) -> list[tuple[dict, Decoded]]:
+    """An error row in `result` per decode failure of a decoded batch; returns the rest,
+    each with its row begun, for the teachers."""
     batch = []
     for position, image, reason in decoded:
         row = {"image_id": inputs[position]["image_id"], "source": source_name,
@@ -111,13 +121,26 @@ def score_decoded(teachers: list[Teacher], source_name: str, shard: int, inputs:
             result.errors.append({**row, "stage": "decode", "reason": reason})
         else:
             batch.append((row, image))
-    if batch:
-        score_batch(teachers, batch, result)
+    return batch
 
 
 def score_batch(teachers: list[Teacher], batch: list[tuple[dict, Decoded]], result: ShardResult):
     """Run every teacher on a batch; an image any teacher failed on becomes an error row."""
-    outputs = {t.name: t.score([decoded.image for _, decoded in batch]) for t in teachers}
+    assemble(teacher_outputs(teachers, [decoded.image for _, decoded in batch]), batch, result)
+
+
+def teacher_outputs(teachers: list[Teacher], images: list) -> dict[str, TeacherOutput]:
+    """Each teacher's outputs for `images`, by teacher name, in the teachers' order."""
+    return {teacher.name: teacher.score(images) for teacher in teachers}
+
+
+def assemble(outputs: dict[str, TeacherOutput], batch: list[tuple[dict, Decoded]],
+             result: ShardResult) -> None:
+    """Rows, error rows and embeddings from every teacher's `outputs` for `batch` (teachers
+    in the run's order: its columns' and embeddings' order). An image any teacher failed on
+    is one error row naming every failure, in that order. `batch`'s images need only their
+    sha1, width and height here: the outputs may come from other processes (teacher groups
+    on other workers, `labeling/parts.py`)."""
     for position, (row, decoded) in enumerate(batch):
         failures = [f"{name}: {out.errors[position]}" if position in out.errors
                     else f"{name}: no finite score ({out.scores[position]})"
@@ -145,9 +168,22 @@ def _identity(row: dict) -> dict:
 def score_here(index: int, inputs: list[dict], source: Source, teachers: list[Teacher],
                config: LabelConfig, bar: tqdm | None, workers: int = 0,
                device: str = "cpu") -> ShardResult:
-    """Shard `index` (its input rows) with the teachers in this process; `workers`
-    DataLoader processes (or `config.decode.threads` threads) decode ahead of them, or, with
-    the torchvision JPEG decoder, read the bytes that each batch then decodes on `device`."""
+    """Shard `index` (its input rows) with the teachers in this process, decoded as
+    `decoded_batches` says."""
+    result = ShardResult()
+    for decoded_batch in decoded_batches(inputs, source, config, workers, device):
+        score_decoded(teachers, source.name, index, inputs, decoded_batch, result)
+        if bar is not None:
+            bar.update(len(decoded_batch))
+    return result
+
+
+def decoded_batches(inputs: list[dict], source: Source, config: LabelConfig, workers: int = 0,
+                    device: str = "cpu") -> Iterator[list[tuple[int, Decoded | None, str | None]]]:
+    """A shard's inputs decoded in batches of `config.batch_size` positions, in order:
+    `workers` DataLoader processes (or `config.decode.threads` threads) decode ahead, or,
+    with the torchvision JPEG decoder, read the bytes that each batch then decodes on
+    `device`."""
     items = [SourceItem.from_row(r) for r in inputs]
     on_device = config.decode.jpeg_decoder == "torchvision"
     dataset = ShardImages(source, items, config.decode, raw=on_device)
@@ -157,14 +193,9 @@ def score_here(index: int, inputs: list[dict], source: Source, teachers: list[Te
     else:
         loader = threaded_batches(dataset, config.batch_size, config.decode.threads,
                                   config.decode.prefetch)
-    result = ShardResult()
     for decoded_batch in loader:
-        if on_device:
-            decoded_batch = decode_on_device(decoded_batch, inputs, config.decode, device)
-        score_decoded(teachers, source.name, index, inputs, decoded_batch, result)
-        if bar is not None:
-            bar.update(len(decoded_batch))
-    return result
+        yield decode_on_device(decoded_batch, inputs, config.decode, device) if on_device \
+            else decoded_batch
 
 
 def threaded_batches(dataset: Dataset, batch_size: int, threads: int, prefetch: int) -> Iterator[list]:
