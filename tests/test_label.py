@@ -223,24 +223,31 @@ def test_two_processes_equal_one(photo_folder, tmp_path):
     assert _rows(tmp_path / "two") == _rows(tmp_path / "one")
 
 
-def test_clip_embeddings_are_stored_row_aligned(photo_folder, tmp_path):
-    """A CLIP teacher (tiny, random, loaded from files) stores float16 embeddings per shard."""
+def _tiny_clip(folder: Path) -> dict:
+    """A CLIP teacher's options: tiny, random, its weights saved in `folder` (its model config
+    is registered in this process only)."""
     import open_clip
     import torch
 
-    from distill.config import LabelConfig, from_mapping
-    from distill.decode import decode_path
-    from distill.labeling import run_label
-    from teachers import create_teacher
     from teachers.clip_aesthetic import build_head
     from tests.test_clip_aesthetic import TINY
 
     open_clip.add_model_config(TINY)
     torch.manual_seed(0)
-    torch.save(open_clip.create_model("distill-tiny-clip").state_dict(), tmp_path / "clip.pt")
-    torch.save(build_head("mlp", 32).state_dict(), tmp_path / "head.pth")
-    clip = {"arch": "distill-tiny-clip", "head": "mlp", "clip_weights": str(tmp_path / "clip.pt"),
-            "head_weights": str(tmp_path / "head.pth")}
+    torch.save(open_clip.create_model("distill-tiny-clip").state_dict(), folder / "clip.pt")
+    torch.save(build_head("mlp", 32).state_dict(), folder / "head.pth")
+    return {"arch": "distill-tiny-clip", "head": "mlp", "clip_weights": str(folder / "clip.pt"),
+            "head_weights": str(folder / "head.pth")}
+
+
+def test_clip_embeddings_are_stored_row_aligned(photo_folder, tmp_path):
+    """A CLIP teacher (tiny, random, loaded from files) stores float16 embeddings per shard."""
+    from distill.config import LabelConfig, from_mapping
+    from distill.decode import decode_path
+    from distill.labeling import run_label
+    from teachers import create_teacher
+
+    clip = _tiny_clip(tmp_path)
     config = from_mapping(LabelConfig, {
         "source": {"kind": "folder", "root": str(photo_folder)}, "out": str(tmp_path / "out"),
         "teachers": {"technical": {}, "clip_aesthetic": clip}, "shard_size": 5})
@@ -256,3 +263,42 @@ def test_clip_embeddings_are_stored_row_aligned(photo_folder, tmp_path):
     image = decode_path(labels.column("path")[row].as_py(), draft_size=768, max_side=768).image
     expected = teacher.score([image]).embeddings[0]
     np.testing.assert_allclose(embeddings[row].astype(np.float32), expected, atol=2e-3)
+
+
+def test_teacher_groups_scored_apart_assemble_into_the_same_rows(photo_folder, tmp_path):
+    """Each group of teachers scoring a shard in a part of its own (as on different Ray
+    workers), merged: the rows, error rows (failures of teachers in different groups joined
+    in the run's order, decode failures in their batch's place) and embeddings of one
+    process scoring with every teacher."""
+    from distill.config import LabelConfig, from_mapping
+    from distill.labeling.parts import assemble_parts, label_part
+    from distill.labeling.run import open_run
+    from distill.labeling.shard_work import LabelRun, tools
+    from distill.labeling.shards import score_here
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for photo in sorted(photo_folder.iterdir())[:4]:
+        (folder / photo.name).write_bytes(photo.read_bytes())
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not a JPEG")
+    Image.new("RGB", (200, 200)).save(folder / "black.png")  # BRISQUE and PIQE fail on it
+    config = from_mapping(LabelConfig, {
+        "source": {"kind": "folder", "root": str(folder)}, "out": str(tmp_path / "out"),
+        "teachers": {"brisque": {}, "clip_aesthetic": _tiny_clip(tmp_path), "piqe": {}},
+        "shard_size": 4, "batch_size": 3, "gpu_teachers": ["clip_aesthetic", "piqe"]})
+    config, source, inputs = open_run(config, False, "cpu")
+    run = LabelRun(tmp_path / "out", config)
+    _, teachers = tools(run)
+    errors = []
+    for shard in range(2):
+        rows = run_folder.read_shard_inputs(run.out, shard, config.shard_size).to_pylist()
+        whole = score_here(shard, rows, source, teachers, config, None)
+        parts = [label_part(run, shard, ["clip_aesthetic", "piqe"]),
+                 label_part(run, shard, ["brisque"])]
+        merged = assemble_parts(config, shard, rows, parts)
+        assert merged.rows == whole.rows and merged.errors == whole.errors
+        np.testing.assert_array_equal(np.stack(merged.embeddings), np.stack(whole.embeddings))
+        errors += merged.errors
+    reasons = {Path(row["path"]).name: row["reason"] for row in errors}
+    assert reasons["black.png"].startswith("brisque: ") and "; piqe: " in reasons["black.png"]
+    assert set(reasons) == {"black.png", "broken.jpg"}

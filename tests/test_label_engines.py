@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
@@ -331,3 +332,83 @@ def test_ray_workers_parse_as_min_max():
     for bad in ("8:2", "x", "0:0", "-1:3"):
         with pytest.raises(ConfigError, match="--ray-workers"):
             parse_workers(bad)
+
+
+# -- teacher groups on different workers (--gpu-teachers) -----------------------------------
+
+SPLIT = {"teachers": "brisque,technical,piqe", "shard_size": 3, "batch_size": 2}
+
+
+@pytest.fixture(scope="module")
+def split_folder(photo_folder, tmp_path_factory) -> Path:  # noqa: F811
+    """Five photos, one file that does not decode and one all-black image, on which BRISQUE
+    and PIQE both fail (so its error row joins failures of teachers on different workers)."""
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("split")
+    for photo in sorted(photo_folder.iterdir())[:5]:
+        (folder / photo.name).write_bytes(photo.read_bytes())
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not a JPEG")
+    Image.new("RGB", (200, 200)).save(folder / "black.png")
+    return folder
+
+
+def test_gpu_teachers_are_an_option_of_ray_with_gpus(split_folder, tmp_path):
+    from distill.cli import main
+
+    def refusal(*args):
+        out = tmp_path / "out"
+        result = CliRunner().invoke(main, ["label", "--source", str(split_folder), "--out",
+                                           str(out), "--teachers", "technical,piqe", *args])
+        assert result.exit_code != 0 and not out.exists()
+        return result.output
+
+    assert "gpu_teachers names nima, not a teacher of this run (its teachers: technical, piqe)" \
+        in refusal("--engine", "ray", "--gpus-per-worker", "1", "--gpu-teachers", "nima")
+    assert "is an option of --engine ray" in refusal("--gpu-teachers", "piqe")
+    pytest.importorskip("ray")
+    assert "needs --gpus-per-worker" in refusal("--engine", "ray", "--gpu-teachers", "piqe")
+
+
+@pytest.mark.xdist_group("ray_cluster")  # one worker: the cluster fixture starts once
+def test_ray_gpu_teachers_run_on_the_gpu_node_and_the_rows_are_local_bytes(
+        ray_cluster, split_folder, tmp_path):
+    """A node declaring a GPU it does not have (its group's teachers on the CPU device, so
+    the bytes compare): PIQE's parts run there, BRISQUE's and technical's on CPU workers,
+    and the merged shards are `--engine local`'s byte for byte."""
+    from distill.config import LabelConfig, from_mapping
+    from distill.errors import ConfigError
+    from distill.labeling import label
+    from distill.labeling.ray_engine import label_on_ray
+
+    cluster, _pids = ray_cluster
+    label(source=str(split_folder), out=str(tmp_path / "local"), score_workers=0,
+          progress=False, **SPLIT)
+    config = from_mapping(LabelConfig, {
+        "source": {"kind": "folder", "root": str(split_folder)}, "out": str(tmp_path / "out"),
+        "teachers": dict.fromkeys(SPLIT["teachers"].split(","), {}), "shard_size": 3,
+        "batch_size": 2,
+        "gpu_teachers": "piqe"})
+    gpu_node = cluster.add_node(num_cpus=1, num_gpus=1)
+    try:
+        summary = label_on_ray(config, progress=False, gpus_per_worker=1, gpu_device="cpu")
+        again = label_on_ray(config, progress=False, gpus_per_worker=1, gpu_device="cpu")
+    finally:
+        cluster.remove_node(gpu_node)
+    assert _shard_bytes(tmp_path / "out") == _shard_bytes(tmp_path / "local")
+    assert summary["labeled"] == 5 and summary["errors"] == 2
+    errors = pq.read_table(tmp_path / "out" / "errors.parquet").to_pylist()
+    black = next(row["reason"] for row in errors if row["path"].endswith("black.png"))
+    assert black.startswith("brisque: ") and "; piqe: " in black  # in the run's teacher order
+    parts = [part for record in summary["ledger"] for part in record["parts"]]
+    on_gpu = [part for part in parts if part["teachers"] == ["piqe"]]
+    on_cpu = [part for part in parts if part["teachers"] == ["brisque", "technical"]]
+    assert len(on_gpu) == len(on_cpu) == 3 == len(parts) / 2  # two groups, three shards
+    assert {part["node"] for part in on_gpu} == {gpu_node.node_id}
+    manifest = run_folder.read_manifest(tmp_path / "out")
+    assert [t["teacher"] for t in manifest["teachers"]] == ["brisque", "technical", "piqe"]
+    assert again["engine"]["shards_labeled"] == 0  # nothing left: finalized as it is
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["gpu_teachers"] == ["piqe"]
+    with pytest.raises(ConfigError, match="started with gpu_teachers = \\['piqe'\\], this call "
+                                        "asks for None"):
+        label(source=str(split_folder), out=str(tmp_path / "out"), progress=False, **SPLIT)
