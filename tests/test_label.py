@@ -286,7 +286,7 @@ def test_teacher_groups_scored_apart_assemble_into_the_same_rows(photo_folder, t
         "source": {"kind": "folder", "root": str(folder)}, "out": str(tmp_path / "out"),
         "teachers": {"brisque": {}, "clip_aesthetic": _tiny_clip(tmp_path), "piqe": {}},
         "shard_size": 4, "batch_size": 3, "gpu_teachers": ["clip_aesthetic", "piqe"]})
-    config, source, inputs = open_run(config, False, "cpu")
+    config, source, _inputs = open_run(config, False, "cpu")
     run = LabelRun(tmp_path / "out", config)
     _, teachers = tools(run)
     errors = []

@@ -386,9 +386,8 @@ def test_ray_gpu_teachers_run_on_the_gpu_node_and_the_rows_are_local_bytes(
           progress=False, **SPLIT)
     config = from_mapping(LabelConfig, {
         "source": {"kind": "folder", "root": str(split_folder)}, "out": str(tmp_path / "out"),
-        "teachers": dict.fromkeys(SPLIT["teachers"].split(","), {}), "shard_size": 3,
-        "batch_size": 2,
-        "gpu_teachers": "piqe"})
+        "teachers": {name: {} for name in SPLIT["teachers"].split(",")}, "shard_size": 3,
+        "batch_size": 2, "gpu_teachers": "piqe"})
     gpu_node = cluster.add_node(num_cpus=1, num_gpus=1)
     try:
         summary = label_on_ray(config, progress=False, gpus_per_worker=1, gpu_device="cpu")

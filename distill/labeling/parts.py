@@ -24,8 +24,13 @@ from distill import run_folder
 from distill.config import LabelConfig
 from distill.labeling import leases
 from distill.labeling.shard_work import LabelRun, ShardRecord, commit, done_record, stage, tools
-from distill.labeling.shards import ShardResult, assemble, decode_failures, decoded_batches, \
-    teacher_outputs
+from distill.labeling.shards import (
+    ShardResult,
+    assemble,
+    decode_failures,
+    decoded_batches,
+    teacher_outputs,
+)
 from teachers import TeacherOutput
 
 

@@ -34,8 +34,8 @@ from distill import remote_run, run_folder
 from distill.config import LabelConfig
 from distill.errors import ConfigError, DistillError
 from distill.labeling import leases
-from distill.labeling.run import finalize, open_run, remote_url, run_out
 from distill.labeling.parts import ShardPart, group_run, in_run_order, label_part, merge_parts
+from distill.labeling.run import finalize, open_run, remote_url, run_out
 from distill.labeling.shard_work import LabelRun, ShardRecord, label_shard
 from distill.labeling.shard_work import provenance as teachers_provenance
 from distill.labeling.workers import limit_threads
