@@ -405,6 +405,7 @@ def test_ray_gpu_teachers_run_on_the_gpu_node_and_the_rows_are_local_bytes(
     assert len(on_gpu) == len(on_cpu) == 3 == len(parts) / 2  # two groups, three shards
     assert {part["node"] for part in on_gpu} == {gpu_node.node_id}
     manifest = run_folder.read_manifest(tmp_path / "out")
+    assert sum(summary["engine"]["parts_by_worker"]["piqe"].values()) == 3
     assert [t["teacher"] for t in manifest["teachers"]] == ["brisque", "technical", "piqe"]
     assert again["engine"]["shards_labeled"] == 0  # nothing left: finalized as it is
     assert json.loads((tmp_path / "out" / "run.json").read_text())["gpu_teachers"] == ["piqe"]

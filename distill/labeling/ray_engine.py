@@ -141,7 +141,9 @@ def label_on_ray(config: LabelConfig, progress: bool = True, max_shards: int | N
                         LabelRun(out, config, on, remote=url), names)))
                     for names, on, gpus in groups])
             return finalize(out, config, teachers, inputs, time.perf_counter() - started,
-                            len({(r.host, r.pid) for r in ledger}), ledger, engine="ray")
+                            len({(r.host, r.pid) for r in ledger}
+                                | {(p["host"], p["pid"]) for r in ledger for p in r.parts}),
+                            ledger, engine="ray")
         finally:
             final.release()
     finally:

@@ -116,9 +116,14 @@ def finalize(out: Path, config: LabelConfig, provenance: list[dict], inputs: int
     tiers = np.bincount(fused.column("tier").to_numpy(), minlength=3) if labels else np.zeros(3, int)
     keep = int(np.sum(np.asarray(fused.column("label").to_pylist()) == "keep")) if labels else 0
     workers: dict[str, int] = {}
+    groups: dict[str, dict[str, int]] = {}  # with teacher groups apart: who ran each group
     for record in ledger:
         worker = f"{record.host}:{record.pid}"
         workers[worker] = workers.get(worker, 0) + 1
+        for part in record.parts:
+            group = groups.setdefault(",".join(part["teachers"]), {})
+            worker = f"{part['host']}:{part['pid']}"
+            group[worker] = group.get(worker, 0) + 1
     summary = {
         "inputs": inputs, "labeled": labels, "errors": errors.num_rows,
         "keep": keep, "keep_ratio": round(keep / labels, 4) if labels else None,
@@ -127,7 +132,8 @@ def finalize(out: Path, config: LabelConfig, provenance: list[dict], inputs: int
         "images_per_s": round(inputs / seconds, 2) if seconds > 0 else None,
         "engine": {"name": engine, "shards_labeled": len(ledger),
                    "shards_retried": sum(record.attempt > 1 for record in ledger),
-                   "shards_by_worker": workers},
+                   "shards_by_worker": workers,
+                   **({"parts_by_worker": groups} if groups else {})},
     }
     if summary["labeled"] + summary["errors"] != summary["inputs"]:
         raise RuntimeError(f"labeled + errors != inputs: {summary}")
