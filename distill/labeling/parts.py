@@ -118,22 +118,25 @@ def assemble_parts(config: LabelConfig, shard: int, rows: list[dict],
     missing = [name for name in config.teachers if not any(name in p.teachers for p in parts)]
     if missing:
         raise ValueError(f"shard {shard}: no part scored {', '.join(missing)}")
-    owners = in_run_order(config, [(part.teachers, [part] * len(part.teachers)) for part in parts])
-    outputs_by = in_run_order(config, [(part.teachers, part.outputs) for part in parts])
-    rows_of = {id(part): {position: row for row, position in enumerate(part.decoded)}
-               for part in parts}
+    teachers = []  # (column name, outputs, position → their row) per teacher of each part
+    for part in parts:
+        row_of = {position: row for row, position in enumerate(part.decoded)}
+        teachers.append((part.teachers, [(column, output, row_of)
+                                         for column, output in part.outputs]))
+    teachers = in_run_order(config, teachers)
     result = ShardResult()
     for start in range(0, len(rows), config.batch_size):
         batch = []
         for position in range(start, min(start + config.batch_size, len(rows))):
             reason = next((part.failed[position] for part in parts if position in part.failed),
                           None)
-            batch.append((position, None if reason else parts[0].decoded[position], reason))
+            batch.append((position, None, reason) if reason is not None
+                         else (position, parts[0].decoded[position], None))
         scored = decode_failures(parts[0].source, shard, rows, batch, result)
         if scored:
             positions = [position for position, _, reason in batch if reason is None]
-            outputs = {column: output.take([rows_of[id(part)][p] for p in positions])
-                       for part, (column, output) in zip(owners, outputs_by, strict=True)}
+            outputs = {column: output.take([row_of[position] for position in positions])
+                       for column, output, row_of in teachers}
             assemble(outputs, scored, result)
     return result
 
