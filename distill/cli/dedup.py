@@ -71,9 +71,10 @@ from distill.errors import DistillCommand
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
               show_default=True,
               help="sharded: run the tasks here (--workers processes) or as Ray tasks (needs "
-              "the [ray] extra; joins a running cluster, or --address).")
+              "the [ray] extra).")
 @click.option("--address", default=None, metavar="auto|ray://HOST:PORT",
-              help="sharded, --engine ray: the cluster to join when ray is not started.")
+              help="sharded, --engine ray: the cluster to join (default: $RAY_ADDRESS, else a "
+              "Ray started on this machine).")
 @NO_PROGRESS_OPTION
 def dedup(labels_dir, no_progress, **options):
     """Find exact and near-duplicate images of a labeling run, and benchmark leakage.
