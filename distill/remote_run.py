@@ -172,10 +172,17 @@ def list_objects(url: str) -> dict[str, dict]:
     objects = {}
     for path, info in found.items():
         name = path[len(root) + 1:] if path.startswith(root + "/") else None
-        if name and info.get("type", "file") == "file" and not any(
-                part.startswith(".") for part in name.split("/")):
+        if name and info.get("type", "file") == "file" and _plain(name):
             objects[name] = info
     return objects
+
+
+def _plain(name: str) -> bool:
+    """Whether an object's name within the run is one a staging folder may hold: relative,
+    no empty, hidden, "." or ".." part. An object key is any text: `run//etc/x` would name
+    `/etc/x`, and `staging / "/etc/x"` is `/etc/x` (a bucket others write to must not reach
+    outside the folder)."""
+    return all(part and not part.startswith(".") for part in name.split("/"))
 
 
 def _infos(url: str, names: Iterable[str]) -> dict[str, dict]:
@@ -228,6 +235,8 @@ def pull(url: str, staging: Path, names: Iterable[str] | None = None, *,
         objects = list_objects(url) if names is None else _infos(url, names)
     fs, root = _fs(url)
     for name, info in objects.items():
+        if not _plain(name):
+            raise DistillError(f"{normal_url(url)}/{name}: a name that leaves the run folder")
         if _fresh(staging, name, info) or (not _own(name) and _edited_here(staging, name)):
             continue
         target = staging / name
@@ -282,12 +291,37 @@ def push(url: str, staging: Path, names: Iterable[str]) -> None:
         _record(Path(staging), name, info)
 
 
+def _shard_names(index: int) -> list[str]:
+    """Shard `index`'s objects, the labels object (its completion mark) last."""
+    return [f"{run_folder.SHARD_DIR}/{run_folder.shard_name('embeddings', index, 'npy')}",
+            f"{run_folder.SHARD_DIR}/{run_folder.shard_name('errors', index)}",
+            f"{run_folder.SHARD_DIR}/{run_folder.shard_name('labels', index)}"]
+
+
 def push_shard(url: str, staging: Path, index: int) -> None:
-    """Shard `index`'s files, the labels object last: once it exists the shard is done."""
-    names = [f"{run_folder.SHARD_DIR}/{run_folder.shard_name('embeddings', index, 'npy')}",
-             f"{run_folder.SHARD_DIR}/{run_folder.shard_name('errors', index)}",
-             f"{run_folder.SHARD_DIR}/{run_folder.shard_name('labels', index)}"]
+    """Shard `index`'s files, the labels object last: once it exists the shard is done. An
+    embeddings object an earlier attempt pushed goes when this one wrote none."""
+    names = _shard_names(index)
+    if not (Path(staging) / names[0]).exists():
+        _remove(url, names[0])
     push(url, staging, [name for name in names if (Path(staging) / name).exists()])
+
+
+def shard_done(url: str, staging: Path, index: int) -> bool:
+    """Whether shard `index` is done: its labels object exists (then its objects are staged
+    here, pulled if they changed). Otherwise what this folder stages of it (a shard written
+    here whose push never finished, or one of an earlier run at this URL) is removed, to be
+    labeled again: the remote, not a staging folder, says what is done."""
+    staging = Path(staging)
+    names = _shard_names(index)
+    objects = _infos(url, names)
+    if names[-1] in objects:
+        pull(url, staging, objects=objects)
+        return True
+    for name in names:
+        (staging / name).unlink(missing_ok=True)
+        _record_path(staging, name).unlink(missing_ok=True)
+    return False
 
 
 def changed(staging: Path, names: Iterable[str] | None = None) -> list[str]:
@@ -316,8 +350,25 @@ def push_changed(url: str, staging: Path) -> list[str]:
     last (a remote manifest says the run is complete, so it follows what it describes)."""
     names = changed(staging)
     names.sort(key=lambda name: name == run_folder.MANIFEST_FILE)
+    if names[-1:] == [run_folder.MANIFEST_FILE] and len(names) > 1:
+        # The run changes under its manifest (`fuse` rewrites every shard): the old one goes
+        # first, so a push cut short leaves a run readers call half-written, never a complete
+        # one of mixed shards.
+        _remove(url, run_folder.MANIFEST_FILE)
     push(url, staging, names)
     return names
+
+
+def _remove(url: str, name: str) -> None:
+    fs, root = _fs(url)
+    path = f"{root.rstrip('/')}/{name}"
+    try:
+        fs.rm_file(path)
+    except FileNotFoundError:
+        pass
+    except Exception as exc:  # noqa: BLE001
+        raise _failure(f"{normal_url(url)}/{name}", exc) from None
+    fs.invalidate_cache(path)
 
 
 def start_labeling(url: str, staging: str | Path | None) -> Path:

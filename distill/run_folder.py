@@ -197,8 +197,11 @@ def record_fusion(out: Path, fusion: dict) -> None:
 
 def write_shard(out: Path, index: int, labels: pa.Table, errors: pa.Table,
                 embeddings: np.ndarray | None) -> None:
-    """Embeddings and errors first, labels last: the labels file is the completion mark."""
-    if embeddings is not None:
+    """Embeddings and errors first, labels last: the labels file is the completion mark. A
+    shard without embeddings leaves none of an earlier attempt's (of other rows) behind."""
+    if embeddings is None:
+        embeddings_path(out, index).unlink(missing_ok=True)
+    else:
         if len(embeddings) != labels.num_rows:
             raise ValueError(f"shard {index}: {len(embeddings)} embeddings for {labels.num_rows} rows")
         with atomic_write(embeddings_path(out, index)) as partial, open(partial, "wb") as handle:

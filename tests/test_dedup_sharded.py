@@ -52,9 +52,26 @@ def test_mirrored_copies_are_found_through_their_mirror_entries(planted):
     vectors[4000:4100] = descriptors.normalise_rows(vectors[:100] * signs)  # flipped copies
     exact = _pairs(near_duplicate_pairs(vectors, valid[:5000], 0.95, EXACT, signs,
                                         progress=False))
-    found = _pairs(sharded_pairs(vectors, valid[:5000], 0.95, ShardSpec(clusters=16), signs,
-                                 progress=False)[:2])
-    assert {(r, 4000 + r) for r in range(100)} <= exact and found == exact
+    a, b, _, info = sharded_pairs(vectors, valid[:5000], 0.95, ShardSpec(clusters=16), signs,
+                                  progress=False)
+    assert {(r, 4000 + r) for r in range(100)} <= exact and _pairs((a, b)) == exact
+    assert info["pair_reach_max"] <= REACH
+
+
+def test_a_pair_found_through_mirror_entries_reports_the_reach_it_needed():
+    """Kept to their home cells (reach 0), found pairs met at home through some entry pair
+    (a row or its mirror, with the other's): each needed no reach, whichever entries met."""
+    rng = np.random.default_rng(0)
+    signs = mirror_signs()
+    centres = rng.standard_normal((80, len(signs))).astype(np.float32)
+    originals = descriptors.normalise_rows(
+        centres[rng.integers(0, 80, 2000)] + 0.5 * rng.standard_normal((2000, len(signs))))
+    flipped = descriptors.normalise_rows(
+        originals * signs + 0.03 * rng.standard_normal(originals.shape))  # edited, flipped
+    vectors = np.r_[originals, flipped].astype(np.float32)
+    a, _, _, info = sharded_pairs(vectors, np.ones(len(vectors), dtype=bool), 0.95,
+                                  ShardSpec(clusters=32, reach=0), signs, progress=False)
+    assert len(a) > 100 and info["pair_reach_max"] == 0
 
 
 def test_reach_zero_misses_pairs_across_cells_and_reach_one_misses_none():
@@ -108,6 +125,10 @@ def test_cli_sharded_plan_in_worker_processes_writes_what_the_single_plan_writes
     assert result.exit_code == 2 and "--reach" in result.output
     with pytest.raises(ConfigError, match="unknown engine"):
         ShardSpec(engine="spark")
+    from distill import dedup as dedup_api
+
+    with pytest.raises(ConfigError, match="unknown option 'assign'"):  # the rule before --reach
+        dedup_api(sharded, plan="sharded", assign=2)
 
 
 def test_ray_tasks_find_the_same_pairs(planted):

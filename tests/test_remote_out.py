@@ -184,10 +184,11 @@ def test_without_s3fs_a_remote_run_is_one_line(runs_bucket, photos, monkeypatch)
 
 
 def test_a_shard_labeled_on_another_machine_pulls_what_it_needs_and_pushes_its_shard(
-        runs_bucket, photos, local_run, tmp_path):
+        runs_bucket, photos, local_run, tmp_path, monkeypatch):
     """What a Ray task on another node does (`label_shard`, every engine's shard function):
-    its own staging folder, run.json and inputs.parquet pulled, the shard pushed; the driver
-    then labels only what is left and finalizes with it."""
+    its own staging folder (under its own user's cache, not the driver's path), run.json and
+    inputs.parquet pulled, the shard pushed; a shard it staged whose push never finished is
+    labeled again, not taken as done; the driver then labels only what is left."""
     from distill import label
     from distill.config import LabelConfig, from_mapping
     from distill.labeling.shard_work import LabelRun, label_shard
@@ -198,13 +199,37 @@ def test_a_shard_labeled_on_another_machine_pulls_what_it_needs_and_pushes_its_s
     config = from_mapping(LabelConfig, {"source": guess_source(str(photos)), "out": url,
                                         "teachers": {"technical": {}}, "shard_size": 2,
                                         "batch_size": 2, "score_workers": 0})
-    elsewhere = tmp_path / "other-node"
-    record = label_shard(LabelRun(elsewhere, config, remote=url), 1)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "other-home"))  # another machine
+    sent = LabelRun(tmp_path / "driver", config, remote=url)  # the driver's path, as Ray sends it
+    record = label_shard(sent, 1)
+    elsewhere = remote_run.default_staging(url)
+    assert elsewhere.is_relative_to(tmp_path / "other-home")
     assert (record.shard, record.rows, record.attempt) == (1, 2, 1)
     assert (elsewhere / run_folder.INPUTS_FILE).exists()  # pulled; shard 0 is not needed
     assert not run_folder.labels_path(elsewhere, 0).exists()
     assert sorted(_remote_shards("runs/nodes")) == [0, 1]
+    # Its labels object gone (the push cut short, as the node died): staged here is not done.
+    s3_filesystem().rm_file(f"runs/nodes/shards/{run_folder.shard_name('labels', 1)}")
+    again = label_shard(sent, 1)
+    assert again.attempt >= 1 and sorted(_remote_shards("runs/nodes")) == [0, 1]
+    assert label_shard(sent, 1).attempt == 0  # now it is done: labeled once more, not twice
+    monkeypatch.undo()
     summary = label(source=str(photos), out=url, staging=str(tmp_path / "driver"), **OPTIONS)
     assert [r["shard"] for r in summary["ledger"]] == [2]
     local = {index: path.read_bytes() for index, path in run_folder.shard_files(local_run).items()}
     assert _remote_shards("runs/nodes") == local
+
+
+def test_an_object_key_never_names_a_file_outside_the_mirror(runs_bucket, photos, tmp_path):
+    """An object key is any text: `run//tmp/x` would name the absolute path /tmp/x, and a
+    mirror of a bucket others write to must not write there."""
+    from distill import label
+
+    url = "s3://runs/keys"
+    label(source=str(photos), out=url, staging=str(tmp_path / "staging"), **OPTIONS)
+    outside = tmp_path / "outside" / "evil.txt"
+    s3_filesystem().pipe_file(f"runs/keys/{outside}", b"planted")  # runs/keys//tmp/.../evil.txt
+    assert any("//" in key for key in s3_filesystem().find("runs/keys"))
+    mirrored = remote_run.mirror(url, tmp_path / "mirror")
+    assert not outside.exists() and not (tmp_path / "outside").exists()
+    assert run_folder.labels_path(mirrored, 0).exists()

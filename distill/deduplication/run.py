@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -211,11 +212,16 @@ def _leakage_guard(against, vectors, valid, sha1, labels, spec, signs, tau, kind
 
 def dedup(labels_dir, *, against=None, threshold: float | None = None, descriptor: str = "auto",
           index: str = "auto", gpu: str = "auto", plan: str = "single", clusters: int | None = None,
-          reach: float | None = None, workers: int = 1, engine: str = "local", address: str | None = None,
-          progress: bool = True, **search) -> dict:
+          reach: float | None = None, workers: int = 1, engine: str = "local",
+          address: str | None = None, progress: bool = True, **search) -> dict:
     """`distill dedup`: `search` holds the index's parameters (flat_limit, nlist, nprobe,
     hnsw_m, ef_search, k); unset ones keep IndexSpec's defaults. clusters, reach, workers,
     engine and address shape the sharded plan."""
+    known = {field.name for field in dataclasses.fields(IndexSpec)} - {"kind", "gpu"}
+    unknown = sorted(search.keys() - known)
+    if unknown:
+        raise ConfigError(f"dedup: unknown option {unknown[0]!r}; the index's are "
+                          f"{', '.join(sorted(known))}")
     spec = IndexSpec(kind=index, gpu=gpu, **{k: v for k, v in search.items() if v is not None})
     shards = ShardSpec(clusters=clusters, workers=workers, engine=engine, address=address,
                        **({"reach": reach} if reach is not None else {})

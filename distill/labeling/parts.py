@@ -23,7 +23,15 @@ from dataclasses import dataclass
 from distill import run_folder
 from distill.config import LabelConfig
 from distill.labeling import leases
-from distill.labeling.shard_work import LabelRun, ShardRecord, commit, done_record, stage, tools
+from distill.labeling.shard_work import (
+    LabelRun,
+    ShardRecord,
+    commit,
+    done_record,
+    is_done,
+    stage,
+    tools,
+)
 from distill.labeling.shards import (
     ShardResult,
     assemble,
@@ -65,7 +73,7 @@ def label_part(run: LabelRun, shard: int, teachers: list[str]) -> ShardPart:
     """Decode shard `shard` of `run` and score it with `teachers` only (this process's, on
     `run.device`), in the batches `label_shard` scores it in."""
     started = time.perf_counter()
-    stage(run)
+    run = stage(run)
     source, made = tools(group_run(run, teachers))
     config = run.config
     rows = run_folder.read_shard_inputs(run.out, shard, config.shard_size).to_pylist()
@@ -93,8 +101,8 @@ def merge_parts(run: LabelRun, shard: int, parts: list[ShardPart]) -> ShardRecor
     (a shard already done is not written again). The record's seconds are the parts' and
     the merge's together: the work the shard cost, not its wall time."""
     started = time.perf_counter()
-    stage(run)
-    if run_folder.labels_path(run.out, shard).exists():
+    run = stage(run)
+    if is_done(run, shard):
         return done_record(run.out, shard)
     lease = leases.take(run.out, leases.lease_name(shard))
     try:

@@ -11,6 +11,7 @@ call it alike, so every engine writes the same bytes.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import time
@@ -92,8 +93,8 @@ def label_shard(run: LabelRun, shard: int) -> ShardRecord:
     decided this process labels it now (Ray). A shard already done is not labeled again.
     A remote run's staging folder (on another node: one of its own) gets run.json and
     inputs.parquet first, pulled only when they changed."""
-    stage(run)
-    if run_folder.labels_path(run.out, shard).exists():
+    run = stage(run)
+    if is_done(run, shard):
         return done_record(run.out, shard)
     shards = label_shards(run, [leases.take(run.out, leases.lease_name(shard))])
     try:
@@ -102,12 +103,24 @@ def label_shard(run: LabelRun, shard: int) -> ShardRecord:
         shards.close()  # gives the lease up
 
 
-def stage(run: LabelRun) -> None:
-    """A remote run's run.json and inputs.parquet in this process's staging folder (on another
-    node: one of its own), pulled only when they changed; a local run: nothing to do."""
+def stage(run: LabelRun) -> LabelRun:
+    """`run` as this process works on it. A remote run is staged in this process's own
+    folder (`--staging`, else the default under this user's cache: on another node, not the
+    driver's path), with run.json and inputs.parquet pulled there if they changed; a local
+    run is as it is."""
+    if not run.remote:
+        return run
+    run = dataclasses.replace(run, out=remote_run.claim_staging(run.remote, run.config.staging))
+    remote_run.pull(run.remote, run.out, [run_folder.RUN_FILE, run_folder.INPUTS_FILE])
+    return run
+
+
+def is_done(run: LabelRun, shard: int) -> bool:
+    """Whether shard `shard` is done: its labels file exists; a remote run's, its labels
+    object (a shard staged here whose push never finished is labeled again)."""
     if run.remote:
-        remote_run.claim_staging(run.remote, run.out)
-        remote_run.pull(run.remote, run.out, [run_folder.RUN_FILE, run_folder.INPUTS_FILE])
+        return remote_run.shard_done(run.remote, run.out, shard)
+    return run_folder.labels_path(run.out, shard).exists()
 
 
 def commit(run: LabelRun, lease: leases.Lease, result: ShardResult, seconds: float,

@@ -43,7 +43,7 @@ from distill.similar.search import CANDIDATE_MARGIN, TRAIN_POINTS_PER_LIST, resc
 ROUTE_CHUNK = 65536  # vectors per routing task
 TASK_ENTRIES = 65536  # cell members per search task (small cells share a task)
 KMEANS_ITERATIONS = 10  # the centroids only route vectors: balance, not accuracy, needs more
-REACH = 0.045  # of the exact margin 2t; see the module docstring and dedup_scale.json "coverage"
+REACH = 0.045  # of the exact margin 2t; the module docstring, dedup_scale.json "cell_coverage"
 FIRST_CELLS = 8  # centroids looked at per vector; a vector with more within its margin looks again
 
 
@@ -163,7 +163,8 @@ def _in_order(submit: Callable, result: Callable, payloads: Iterable[tuple], slo
 @contextmanager
 def _task_runner(spec: ShardSpec):
     """run(function, payloads, shared) → function(*payload, *shared) for each payload, in
-    order: here, in local processes, or as Ray tasks (`shared` is sent once, not per task)."""
+    order: here, in local processes, or as Ray tasks (which get `shared` through the object
+    store, put once; a local process is sent it with each task)."""
     if spec.engine == "ray":
         try:
             import ray
@@ -269,31 +270,39 @@ def sharded_pairs(vectors: np.ndarray, valid: np.ndarray, threshold: float, spec
     a, b = (np.concatenate(found_a), np.concatenate(found_b)) if found_a else (empty, empty)
     a, b, sims, info["candidate_pairs"] = rescore_candidates(vectors, a, b, threshold, signs)
     info["search_s"] = round(time.perf_counter() - started, 3)
-    used = _reach_used(vectors, signs, centroids, home, best, rows, a, b) / exact_margin(floor)
+    used = _reach_used(vectors, signs, centroids, home, best, rows, floor, a, b) / exact_margin(floor)
     info["pair_reach_max"] = round(float(used.max()), 4) if len(used) else None
     return a, b, sims, info
 
 
 def _reach_used(vectors: np.ndarray, signs: np.ndarray | None, centroids: np.ndarray,
-                home: np.ndarray, best: np.ndarray, rows: np.ndarray, a: np.ndarray,
-                b: np.ndarray) -> np.ndarray:
+                home: np.ndarray, best: np.ndarray, rows: np.ndarray, floor: float,
+                a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """The margin each found pair needed at most: the smaller of the two ways it shares a home
     cell (one vector joining the other's home). A pair also meets in other cells, so this is
-    an upper bound; with mirror signs, the smaller over b and its mirror entry."""
+    an upper bound. With mirror signs a pair is found through any of its entry pairs (each
+    row, or its mirror, with the other's) whose cosine is over the floor: the smallest of
+    theirs."""
     entry_of = np.full(len(vectors), -1, dtype=np.int64)
     entry_of[rows] = np.arange(len(rows))
     entry_rows, mirrored = _entries(rows, signs)
+    mirror = [0, len(rows)] if signs is not None else [0]
     needed = np.full(len(a), np.inf, dtype=np.float32)
     for start in range(0, len(a), ROUTE_CHUNK):
-        ea = entry_of[a[start:start + ROUTE_CHUNK]]
-        plain_b = entry_of[b[start:start + ROUTE_CHUNK]]
-        vector_a = _gather(vectors, entry_rows[ea], mirrored[ea], signs).astype(np.float32)
-        for eb in [plain_b] + ([plain_b + len(rows)] if signs is not None else []):
-            vector_b = _gather(vectors, entry_rows[eb], mirrored[eb], signs).astype(np.float32)
-            b_to_a = best[eb] - np.einsum("ij,ij->i", vector_b, centroids[home[ea]])
-            a_to_b = best[ea] - np.einsum("ij,ij->i", vector_a, centroids[home[eb]])
-            part = needed[start:start + ROUTE_CHUNK]
-            np.minimum(part, np.minimum(b_to_a, a_to_b), out=part)
+        part = slice(start, start + ROUTE_CHUNK)
+        over, fallback = np.full(len(a[part]), np.inf, np.float32), np.full(len(a[part]), np.inf,
+                                                                             np.float32)
+        for shift_a in mirror:
+            for shift_b in mirror:
+                ea, eb = entry_of[a[part]] + shift_a, entry_of[b[part]] + shift_b
+                vector_a = _gather(vectors, entry_rows[ea], mirrored[ea], signs).astype(np.float32)
+                vector_b = _gather(vectors, entry_rows[eb], mirrored[eb], signs).astype(np.float32)
+                via = np.minimum(best[eb] - np.einsum("ij,ij->i", vector_b, centroids[home[ea]]),
+                                 best[ea] - np.einsum("ij,ij->i", vector_a, centroids[home[eb]]))
+                close = np.einsum("ij,ij->i", vector_a, vector_b) >= floor
+                over = np.where(close, np.minimum(over, via), over)
+                fallback = np.minimum(fallback, via)
+        needed[part] = np.where(np.isfinite(over), over, fallback)
     return np.maximum(needed, 0)
 
 
