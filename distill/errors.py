@@ -18,6 +18,13 @@ class ConfigError(DistillError):
     """A bad option or config key; the message names the key."""
 
 
+def first_line(exc: BaseException, default: str | None = None) -> str:
+    """The first line of an exception's text (a library's message may run to a traceback's
+    length), else `default`, else the exception's type name."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__ if default is None else default
+
+
 # Where a command writes, for an OS error that names no file (a full disk seen on close()).
 OUTPUT_PARAMS = ("out", "dest", "workdir", "labels_dir", "review_dir", "audit_dir")
 

@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from distill import remote, run_folder
-from distill.errors import DistillError
+from distill.errors import DistillError, first_line
 from distill.safefs import atomic_write, sha256_file
 
 STATE_DIR = ".remote"  # hidden: not a run file
@@ -90,7 +90,7 @@ def _failure(url: str, exc: BaseException) -> DistillError:
     elif isinstance(exc, FileNotFoundError):
         why = f"not found ({exc})"
     else:
-        first = (str(exc).strip().splitlines() or [""])[0]
+        first = first_line(exc, default="")
         why = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
     return DistillError(f"{url}: {why}")
 

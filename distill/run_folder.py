@@ -35,7 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from distill.errors import DistillError
+from distill.errors import DistillError, first_line
 from distill.safefs import atomic_write
 
 SHARD_DIR = "shards"
@@ -150,12 +150,11 @@ def read_schema(path: Path) -> pa.Schema:
 
 
 def _damaged(path: Path, exc: Exception) -> DistillError:
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     path = Path(path)
     hint = ("; delete it and run the same `distill label` command to label that shard again"
             if shard_index(path, "labels") is not None and
             (path.parent.parent / INPUTS_FILE).exists() else "")
-    return DistillError(f"{path} is damaged: not a readable parquet file ({first}){hint}")
+    return DistillError(f"{path} is damaged: not a readable parquet file ({first_line(exc)}){hint}")
 
 
 def read_manifest(out: Path) -> dict:

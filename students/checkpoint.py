@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from distill.errors import DistillError
+from distill.errors import DistillError, first_line
 from distill.safefs import atomic_write
 from students import preprocess
 from students.predictions import as_predictions
@@ -124,9 +124,8 @@ def load_student(path: str | Path) -> LoadedStudent:
     try:
         model.load_state_dict(payload["state_dict"])
     except (RuntimeError, TypeError, AttributeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DistillError(f"{path}: its weights do not fit student {payload['student']!r} "
-                           f"({first})") from None
+                           f"({first_line(exc)})") from None
     model.eval()
     return LoadedStudent(model, payload["student"], payload["opts"], payload["preprocessing"],
                          payload["outputs"], payload["card"], payload.get("aux_outputs", []))

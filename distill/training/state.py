@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 
-from distill.errors import DistillError
+from distill.errors import DistillError, first_line
 
 CHECKPOINTS = "checkpoints"
 
@@ -116,8 +116,7 @@ def load_checkpoint(accelerator: Accelerator, checkpoint: Path, ema: EMA, state:
         weights = torch.load(checkpoint / WEIGHTS_FILE, map_location="cpu", weights_only=True)
         progress = json.loads((checkpoint / PROGRESS_FILE).read_text())
     except (pickle.UnpicklingError, RuntimeError, ValueError, KeyError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise DistillError(f"{checkpoint}: cannot be resumed safely ({first})") from None
+        raise DistillError(f"{checkpoint}: cannot be resumed safely ({first_line(exc)})") from None
     ema.load_state_dict(weights["ema"])
     vars(state).update({k: v for k, v in progress.items() if k in vars(state)},
                        best_state=weights["best_state"])
