@@ -1,6 +1,6 @@
 """Shards pulled by workers (issue 18): lease files, torchrun ranks that outlive a killed
 rank, and `--engine ray` on a local Ray cluster (a head and two 1-CPU nodes) whose workers
-are slowed, killed mid-shard and whose node is removed mid-run."""
+are stopped, killed mid-shard and whose node is removed mid-run."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
@@ -19,7 +20,6 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from benchmarks.ray_label import at_a_third_speed
 from distill import run_folder
 from distill.labeling import leases
 from tests.test_label import GOOD, _free_port, _rows, photo_folder  # noqa: F401
@@ -255,17 +255,49 @@ def _in_background(action) -> threading.Thread:
     return thread
 
 
+@contextmanager
+def stopped_until(pid: int, done):
+    """Process `pid` is stopped (SIGSTOP) from the start of the block until `done()` holds
+    (or 120 s pass): a straggler at its limit, whatever else the machine runs. A worker
+    slowed by a duty cycle instead (`benchmarks/ray_label.py`) made this test flaky on a busy
+    2-core CI box, where the other worker could be starved as much as the slowed one."""
+    os.kill(pid, signal.SIGSTOP)
+
+    def resume_when_done():
+        try:
+            _wait_for(done, "the other worker to label the rest", timeout=120)
+        except AssertionError:
+            pass  # resumed anyway: the test's assertions say what went wrong
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
+    waiter = threading.Thread(target=resume_when_done, daemon=True)
+    waiter.start()
+    try:
+        yield
+    finally:
+        waiter.join()
+        os.kill(pid, signal.SIGCONT)
+
+
 @pytest.mark.xdist_group("ray_cluster")  # one worker: the cluster fixture starts once
-def test_ray_a_slowed_worker_holds_one_shard_and_the_rows_are_local_bytes(
+def test_ray_a_stopped_worker_holds_one_shard_and_the_rows_are_local_bytes(
         ray_cluster, photo_folder, reference, tmp_path):  # noqa: F811
+    """Every shard is submitted at once; one worker is stopped before the run. It can be
+    given one shard (Ray pushes a worker one task at a time), never more: the other worker
+    pulls and labels the rest, and the stopped one is resumed only once they are written."""
     _cluster, pids = ray_cluster
-    out, slowed = tmp_path / "out", pids[0]
-    with at_a_third_speed(slowed):
+    out, stopped = tmp_path / "out", pids[0]
+
+    def all_but_one_labeled() -> bool:
+        return sum(run_folder.labels_path(out, k).exists() for k in range(GOOD)) >= GOOD - 1
+
+    with stopped_until(stopped, all_but_one_labeled):
         summary = _label_on_ray(photo_folder, out)
     _assert_complete(out, reference)
     by_worker = {int(worker.rsplit(":", 1)[1]): n
                  for worker, n in summary["engine"]["shards_by_worker"].items()}
-    assert sum(by_worker.values()) == GOOD and by_worker.get(slowed, 0) < GOOD / 2, by_worker
+    assert sum(by_worker.values()) == GOOD and by_worker.get(stopped, 0) <= 1, by_worker
     again = _label_on_ray(photo_folder, out)  # nothing left to label: finalized as it is
     assert again["engine"]["shards_labeled"] == 0
     _assert_complete(out, reference)
