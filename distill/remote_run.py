@@ -30,7 +30,7 @@ from pathlib import Path
 
 from distill import remote, run_folder
 from distill.errors import DistillError, first_line
-from distill.safefs import atomic_write, sha256_file
+from distill.safefs import atomic_write, cache_folder, sha256_file
 
 STATE_DIR = ".remote"  # hidden: not a run file
 URL_FILE = "url"
@@ -44,9 +44,7 @@ def default_staging(url: str, purpose: str = "runs") -> Path:
     """Where a remote run is staged (`runs`) unless `--staging` says, or mirrored for the
     stages that read it (`mirrors`: apart, so a reader never prunes a labeler's staged shard
     before its push): a folder under the user's cache named from the URL's hash."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser()
-    digest = hashlib.sha256(normal_url(url).encode()).hexdigest()[:16]
-    return cache / "distill" / purpose / digest
+    return cache_folder(purpose, hashlib.sha256(normal_url(url).encode()).hexdigest()[:16])
 
 
 def staging_folder(url: str, staging: str | Path | None = None) -> Path:

@@ -1,6 +1,7 @@
 """Safe file-system operations: the one routine every move, link and copy of `distill cull`
 goes through, the lock that keeps two runs off one destination, the one atomic write every
-file distill creates goes through, and the one sha256 of a file.
+file distill creates goes through, the one sha256 of a file, and the one folder distill keeps
+files of its own in (`cache_folder`: weights, staged and mirrored remote runs).
 
 The rules, each one a way a photo was lost before:
 - nothing ever replaces an existing file: the final step is `os.link` (or, where a file system
@@ -56,6 +57,13 @@ class ChangedError(PlacementError):
     def __init__(self, source: Path):
         super().__init__(f"{source} changed since it was decided (its sha256 differs); it was "
                          "left where it is, and the next run scores it again")
+
+
+def cache_folder(*parts: str) -> Path:
+    """$XDG_CACHE_HOME/distill/<parts> (else ~/.cache/distill/<parts>): the freedesktop rule
+    other tools on the machine follow too, so one setting moves every cache."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser()
+    return cache.joinpath("distill", *parts)
 
 
 def sha256_file(path: str | os.PathLike, *, follow_symlinks: bool = True) -> str:

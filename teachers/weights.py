@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from distill.errors import DistillError, WeightsMissingError
-from distill.safefs import atomic_write, sha256_bytes, sha256_file
+from distill.safefs import atomic_write, cache_folder, sha256_bytes, sha256_file
 
 PYIQA_HUB = "https://huggingface.co/chaofengc/IQA-PyTorch-Weights/resolve/main"
 OPENAI_CLIP = "https://openaipublic.azureedge.net/clip/models"
@@ -146,8 +146,7 @@ def weights_dir(explicit: str | os.PathLike | None = None) -> Path:
         return Path(explicit).expanduser()
     if os.environ.get("DISTILL_WEIGHTS_DIR"):
         return Path(os.environ["DISTILL_WEIGHTS_DIR"]).expanduser()
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "distill" / "weights"
+    return cache_folder("weights")
 
 
 def sha256_of(path: Path) -> str:
