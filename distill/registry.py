@@ -45,6 +45,10 @@ class Registry(Generic[T]):
             raise ConfigError(f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}")
         return self._entries[name]
 
+    def module(self, name: str) -> str:
+        """The module that defines `name` (imported by whoever makes it)."""
+        return self._entry(name).target.partition(":")[0]
+
     def describe(self, name: str) -> str:
         return self._entry(name).description
 

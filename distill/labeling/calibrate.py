@@ -17,8 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from scipy.stats import spearmanr
-from sklearn.linear_model import LinearRegression, LogisticRegression
 
 from distill import run_folder
 from distill.config import from_mapping, load_yaml
@@ -38,6 +36,11 @@ def read_reference(reference: Path) -> dict[str, float]:
 def fit_fusion(labels_dir: Path, reference: Path, base: FusionConfig,
                human_keep: float = 6.0) -> tuple[FusionConfig, dict]:
     """The fusion fitted to the human scores of `reference`, and a report of the fit."""
+    # here, not at the top: scikit-learn and scipy.stats take ~1.7 s to import, and every
+    # `distill label` and labeling worker imports this package
+    from scipy.stats import spearmanr
+    from sklearn.linear_model import LinearRegression, LogisticRegression
+
     table = run_folder.read_labels(labels_dir)
     human = read_reference(reference)
     stems = [Path(p).stem for p in table.column("path").to_pylist()]

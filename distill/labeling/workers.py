@@ -19,7 +19,7 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import TypeVar
@@ -33,13 +33,15 @@ from distill.errors import DistillError
 from distill.labeling.shards import ShardResult, decode_item, score_decoded
 from distill.safefs import process_alive
 from distill.sources import SourceItem, create_source
-from teachers import create_teachers
+from teachers import TEACHERS, create_teachers
 
 IN_FLIGHT_PER_PROCESS = 2  # one batch computing, one queued: no process waits on the parent
 PARENT_CHECK_S = 1.0
 # imported once by the fork server, so that every worker starts with the teachers' libraries
-# (pyiqa, OpenCV) and tables (the AGGD grid) in memory: making its teachers takes ~0 s, not 2
-PRELOAD = [__name__, "teachers.iqa", "teachers._fast_iqa", "teachers.technical"]
+# (pyiqa, OpenCV) and tables (the AGGD grid) in memory: making its teachers takes ~0 s, not 2.
+# Only the run's teachers' modules: pyiqa alone takes ~2 s to import, which a technical-only
+# run would wait for before its first batch.
+PRELOAD = [__name__]
 
 T = TypeVar("T")
 _WORKER: dict = {}  # this worker process's source, teachers and config
@@ -89,7 +91,7 @@ def _score_chunk(shard: int, inputs: list[dict]) -> ShardResult:
     return result
 
 
-def _context() -> multiprocessing.context.BaseContext:
+def _context(teacher_names: Iterable[str] = ()) -> multiprocessing.context.BaseContext:
     """Workers fork from a clean server process, not from this one: a process whose OpenCV or
     OpenMP thread pools have run cannot safely fork (a child that touches the pool waits on
     threads it does not have; seen with cv2.setNumThreads). The server imports the teachers'
@@ -99,14 +101,17 @@ def _context() -> multiprocessing.context.BaseContext:
     if "forkserver" not in methods:
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(PRELOAD)
+    # a server already running keeps its imports: a later run with other teachers in this
+    # process only imports the rest in each worker
+    context.set_forkserver_preload(PRELOAD + sorted({TEACHERS.module(name)
+                                                     for name in teacher_names}))
     return context
 
 
-def start_early() -> None:
+def start_early(teacher_names: Iterable[str]) -> None:
     """Start the fork server now, so that its imports (~3 s on 2 cores) overlap the labeling
     process's own set-up instead of delaying the first batch."""
-    context = _context()
+    context = _context(teacher_names)
     if context.get_start_method() == "forkserver":
         from multiprocessing import forkserver
 
@@ -128,7 +133,8 @@ def score_shards(config: LabelConfig, shards: Iterator[tuple[T, int, list[dict]]
     pending: deque = deque()
     tasks = batches()
     current = ShardResult()
-    pool = ProcessPoolExecutor(processes, mp_context=_context(), initializer=_start_worker,
+    pool = ProcessPoolExecutor(processes, mp_context=_context(config.teachers),
+                               initializer=_start_worker,
                                initargs=(config, os.getpid()))
     try:
         while True:
