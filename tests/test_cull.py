@@ -16,10 +16,8 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import exiv2
@@ -30,6 +28,7 @@ from PIL import Image
 from distill import safefs
 from distill.culling import JOURNAL, CullOptions, DecideOptions, cull
 from distill.xmp import PICK_LABEL, RATING, read_sidecar, write_sidecar
+from tests.killing import killed_after
 from tests.test_label import _photos
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -202,20 +201,12 @@ def test_move_never_replaces_an_existing_file(folder, student_file, tmp_path):
 def test_interrupted_move_resumes_without_loss_or_repeats(folder, student_file, tmp_path):
     before = _hashes(folder)
     dest = tmp_path / "out"
-    command = [sys.executable, "-m", "distill.cli", "cull", str(folder), "--model", str(student_file),
-               "--move", "--xmp", "--dest", str(dest), "--batch-size", "2", "--no-progress"]
-    process = subprocess.Popen(command, env=dict(os.environ, OMP_NUM_THREADS="1"),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    journal = dest / JOURNAL
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if journal.exists() and journal.read_text().count('"done": true') >= 4:
-            break
-        time.sleep(0.005)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    args = ["cull", str(folder), "--model", str(student_file), "--move", "--xmp", "--dest",
+            str(dest), "--batch-size", "2", "--no-progress"]
+    killed_after(4, "distill.culling.run:finish", *args)  # right after its 4th photo is placed
     moved_at_kill = len(list(dest.rglob("*.jpg")))
-    assert 0 < moved_at_kill < 12, f"kill landed after {moved_at_kill} moves"
+    assert moved_at_kill == 4, f"kill landed after {moved_at_kill} moves"
+    command = [sys.executable, "-m", "distill.cli", *args]
 
     result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=300)
     assert result.returncode == 0, result.stderr

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from PIL import Image
 
 from distill import run_folder
 from distill.labeling import threaded_batches
+from tests.killing import killed_after
 from tests.test_decode import _png_claiming
 
 GOOD = 12  # real photos and crops of them, enough for several shards
@@ -160,17 +160,9 @@ def test_killed_run_resumes_to_exactly_the_uninterrupted_rows(photo_folder, tmp_
     clean = tmp_path / "clean"
     assert distill("label", *args, "--out", str(clean)).returncode == 0
 
-    killed = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, "-m", "distill.cli", "label", *args, "--out", str(killed)],
-                               env=dict(os.environ, OMP_NUM_THREADS="1"),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
-    while not run_folder.labels_path(killed, 1).exists() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    done_at_kill = len(run_folder.completed_shards(killed))
-    assert 2 <= done_at_kill < GOOD // 2, f"kill landed after {done_at_kill} shards"
+    killed = tmp_path / "killed"  # right after its 2nd shard, with later batches in flight
+    killed_after(2, "distill.run_folder:write_shard", "label", *args, "--out", killed)
+    assert run_folder.completed_shards(killed) == {0, 1}
 
     result = distill("label", *args, "--out", str(killed))
     assert result.returncode == 0, result.stderr

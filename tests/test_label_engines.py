@@ -143,10 +143,11 @@ def test_the_lease_time_is_configurable_and_the_longer_one_decides(tmp_path, mon
 
 
 def test_the_heartbeat_keeps_a_lease_alive_past_its_lease_time(tmp_path):
-    lease = leases.claim(tmp_path, leases.FINAL, seconds=0.2)
-    time.sleep(0.5)  # 2.5 lease times: only the heartbeat keeps it live
-    assert leases.is_live(lease.path, seconds=0.2)
-    assert leases.claim(tmp_path, leases.FINAL, seconds=0.2) is None
+    # a lease time of 1 s, not less: the heartbeat thread of a busy CI box may wait its turn
+    lease = leases.claim(tmp_path, leases.FINAL, seconds=1.0)
+    time.sleep(2.5)  # 2.5 lease times: only the heartbeat keeps it live
+    assert leases.is_live(lease.path, seconds=1.0)
+    assert leases.claim(tmp_path, leases.FINAL, seconds=1.0) is None
     lease.release()
 
 
@@ -174,16 +175,28 @@ def test_torchrun_ranks_finish_a_killed_ranks_shards(photo_folder, reference, tm
             stdout=rank0_stdout if rank == 0 else subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             env=dict(os.environ, OMP_NUM_THREADS="1")) for rank in (0, 1)]
     try:
-        def rank_one_mid_shard():
+        def mid_shard(ranks: str = "01") -> tuple[str, int] | None:
             for _shard, who in _held_leases(out):
                 try:
-                    if psutil.Process(who["pid"]).environ().get("RANK") == "1":
-                        return who["pid"]
+                    rank = psutil.Process(who["pid"]).environ().get("RANK")
                 except psutil.NoSuchProcess:
-                    pass
+                    continue
+                if rank and rank in ranks:
+                    return rank, who["pid"]
             return None
 
-        os.kill(_wait_for(rank_one_mid_shard, "rank 1 to hold a shard"), signal.SIGKILL)
+        # The ranks race for 12 quick shards: rank 0 could take them all before rank 1 starts
+        # one. So a rank 0 that holds a shard first waits, stopped, until rank 1 holds one.
+        rank, pid = _wait_for(mid_shard, "a rank to hold a shard")
+        if rank == "0":
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                _rank, one = _wait_for(lambda: mid_shard("1"), "rank 1 to hold a shard")
+                os.kill(one, signal.SIGKILL)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+        else:
+            os.kill(pid, signal.SIGKILL)
         rank0 = _wait_for(lambda: psutil.Process(agents[0].pid).children(), "rank 0")[0]
         psutil.wait_procs([rank0], timeout=240)
         assert agents[1].wait(timeout=60) != 0  # the killed rank's node failed

@@ -7,11 +7,9 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import signal
 import subprocess
 import sys
 import tarfile
-import time
 
 import pytest
 from PIL import Image
@@ -20,6 +18,7 @@ from distill import run_folder
 from distill.decode import DecodeError, read_bytes, read_remote
 from distill.sources import create_source, guess_source
 from tests.conftest import s3_filesystem
+from tests.killing import killed_after
 
 PHOTOS = 8
 
@@ -114,10 +113,14 @@ def test_folders_manifests_and_tar_shards_in_a_bucket_read_as_local_ones(bucket,
     assert calls == ["HeadObject"] + ["GetObject"] * len(items)
 
 
+def _label_args(source: str, out, *extra) -> list[str]:
+    return ["label", "--source", source, "--out", str(out), "--teachers", "technical",
+            "--shard-size", "2", "--batch-size", "2", "--score-workers", "0", "--no-progress",
+            *extra]
+
+
 def _label(source: str, out, *extra) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "distill.cli", "label", "--source", source,
-                             "--out", str(out), "--teachers", "technical", "--shard-size", "2",
-                             "--batch-size", "2", "--score-workers", "0", "--no-progress", *extra],
+    return subprocess.Popen([sys.executable, "-m", "distill.cli", *_label_args(source, out, *extra)],
                             env=dict(os.environ, OMP_NUM_THREADS="1"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -132,13 +135,9 @@ def test_labeling_from_a_bucket_killed_and_resumed_equals_labeling_the_folder(bu
     local = _label(str(bucket / "photos"), tmp_path / "local")
     assert local.wait(timeout=300) == 0, local.stderr.read()
     out = tmp_path / "from-s3"
-    process = _label("s3://photos-bucket/photos", out)
-    deadline = time.monotonic() + 240
-    while not run_folder.labels_path(out, 1).exists() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert 2 <= len(run_folder.completed_shards(out)) < PHOTOS // 2, "the kill landed late"
+    # killed right after its 2nd shard, reading from the bucket
+    killed_after(2, "distill.run_folder:write_shard", *_label_args("s3://photos-bucket/photos", out))
+    assert run_folder.completed_shards(out) == {0, 1}
     resumed = _label("s3://photos-bucket/photos", out)
     stdout, stderr = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, stderr
