@@ -6,6 +6,9 @@ Rounds alternate baseline and tree, so a machine whose load changes treats both 
 `--busy N`, N processes spin on the CPU throughout ("a real machine is busy").
 
     python benchmarks/label_startup.py [--baseline REF] [--rounds 5] [--busy 1]
+
+The README's figures compare with `--baseline cee2772`, the commit before the fork server
+preloaded only the run's teachers (the default, HEAD, compares a clean tree with itself).
 """
 
 from __future__ import annotations
@@ -51,6 +54,13 @@ def seconds(tree: Path, source: Path, out: Path) -> float:
     return time.perf_counter() - began
 
 
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", default="HEAD", help="git ref to compare the tree with")
@@ -78,7 +88,7 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     medians = {which: statistics.median(values) for which, values in times.items()}
     result = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "machine": f"{cpu_name()}, {os.cpu_count()} cores",
         "baseline": subprocess.run(["git", "rev-parse", "--short", args.baseline], cwd=ROOT,
                                    check=True, capture_output=True, text=True).stdout.strip(),
         "busy_processes": args.busy, "load_start": load_start, "load_end": load_end,

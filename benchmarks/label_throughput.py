@@ -241,7 +241,7 @@ def main():
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
 
-    start_early()  # the label stage's fork server, with its preloads, before any other pool
+    start_early(OFFLINE)  # the label stage's fork server, with its preloads, before any other pool
     scratch = Path(tempfile.mkdtemp(prefix="distill-bench-"))
     pools = {}
     try:

@@ -142,8 +142,9 @@ def normalise(scores: np.ndarray, teacher: str, config: FusionConfig,
     if higher_is_better is None:
         worst, best = config.reference_range(teacher)
         higher_is_better = best > worst
-    from scipy.stats import rankdata  # here: scipy.stats takes ~0.6 s to import, and every
-    # labeling worker imports this module without ever ranking (only fusion ranks)
+    # imported here: scipy.stats takes ~0.6 s, and every labeling worker imports this module
+    # without ever ranking (only fusion ranks)
+    from scipy.stats import rankdata
 
     norm = np.full_like(scores, np.nan)
     valid = ~np.isnan(scores)

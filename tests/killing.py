@@ -8,16 +8,18 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 
 _SELF_KILLING = """
 import importlib, os, signal, sys
 module_name, name, calls = sys.argv[1], sys.argv[2], int(sys.argv[3])
 module = importlib.import_module(module_name)
-real, returned = getattr(module, name), []
+real, returned = getattr(module, name), 0
 def wrapper(*args, **kwargs):
+    global returned
     result = real(*args, **kwargs)
-    returned.append(1)
-    if len(returned) == calls:
+    returned += 1
+    if returned == calls:
         os.kill(os.getpid(), signal.SIGKILL)
     return result
 setattr(module, name, wrapper)
@@ -32,8 +34,14 @@ def killed_after(calls: int, target: str, *args: str, timeout: float = 300
     ("module:function", looked up through the module at call time); fails unless the kill
     landed."""
     module, _, name = target.partition(":")
-    killed = subprocess.run([sys.executable, "-c", _SELF_KILLING, module, name, str(calls),
-                             *map(str, args)], env=dict(os.environ, OMP_NUM_THREADS="1"),
-                            capture_output=True, text=True, check=False, timeout=timeout)
-    assert killed.returncode == -signal.SIGKILL, (killed.returncode, killed.stderr[-2000:])
+    # stderr to a file, not a pipe: a pipe would also wait for every child the command left
+    # (fork server, workers) to close its inherited end
+    with tempfile.TemporaryFile() as stderr:
+        killed = subprocess.run([sys.executable, "-c", _SELF_KILLING, module, name, str(calls),
+                                 *map(str, args)], env=dict(os.environ, OMP_NUM_THREADS="1"),
+                                stdout=subprocess.DEVNULL, stderr=stderr, check=False,
+                                timeout=timeout)
+        stderr.seek(0)
+        printed = stderr.read().decode(errors="replace")
+    assert killed.returncode == -signal.SIGKILL, (killed.returncode, printed[-2000:])
     return killed

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import psutil
@@ -175,7 +175,7 @@ def test_torchrun_ranks_finish_a_killed_ranks_shards(photo_folder, reference, tm
             stdout=rank0_stdout if rank == 0 else subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             env=dict(os.environ, OMP_NUM_THREADS="1")) for rank in (0, 1)]
     try:
-        def mid_shard(ranks: str = "01") -> tuple[str, int] | None:
+        def mid_shard(ranks: tuple[str, ...] = ("0", "1")) -> tuple[str, int] | None:
             for _shard, who in _held_leases(out):
                 try:
                     rank = psutil.Process(who["pid"]).environ().get("RANK")
@@ -191,7 +191,7 @@ def test_torchrun_ranks_finish_a_killed_ranks_shards(photo_folder, reference, tm
         if rank == "0":
             os.kill(pid, signal.SIGSTOP)
             try:
-                _rank, one = _wait_for(lambda: mid_shard("1"), "rank 1 to hold a shard")
+                _rank, one = _wait_for(lambda: mid_shard(("1",)), "rank 1 to hold a shard")
                 os.kill(one, signal.SIGKILL)
             finally:
                 os.kill(pid, signal.SIGCONT)
@@ -274,23 +274,24 @@ def stopped_until(pid: int, done):
     (or 120 s pass): a straggler at its limit, whatever else the machine runs. A worker
     slowed by a duty cycle instead (`benchmarks/ray_label.py`) made this test flaky on a busy
     2-core CI box, where the other worker could be starved as much as the slowed one."""
-    os.kill(pid, signal.SIGSTOP)
+    block_ended = threading.Event()
 
     def resume_when_done():
-        try:
-            _wait_for(done, "the other worker to label the rest", timeout=120)
+        try:  # resumed at the latest when the block ends (it failed): its error is the news
+            _wait_for(lambda: block_ended.is_set() or done(), "the rest labeled", timeout=120)
         except AssertionError:
-            pass  # resumed anyway: the test's assertions say what went wrong
-        finally:
+            pass
+        with suppress(ProcessLookupError):
             os.kill(pid, signal.SIGCONT)
 
+    os.kill(pid, signal.SIGSTOP)
     waiter = threading.Thread(target=resume_when_done, daemon=True)
     waiter.start()
     try:
         yield
     finally:
+        block_ended.set()
         waiter.join()
-        os.kill(pid, signal.SIGCONT)
 
 
 @pytest.mark.xdist_group("ray_cluster")  # one worker: the cluster fixture starts once

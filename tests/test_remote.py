@@ -120,7 +120,8 @@ def _label_args(source: str, out, *extra) -> list[str]:
 
 
 def _label(source: str, out, *extra) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "distill.cli", *_label_args(source, out, *extra)],
+    return subprocess.Popen([sys.executable, "-m", "distill.cli",
+                             *_label_args(source, out, *extra)],
                             env=dict(os.environ, OMP_NUM_THREADS="1"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -136,7 +137,8 @@ def test_labeling_from_a_bucket_killed_and_resumed_equals_labeling_the_folder(bu
     assert local.wait(timeout=300) == 0, local.stderr.read()
     out = tmp_path / "from-s3"
     # killed right after its 2nd shard, reading from the bucket
-    killed_after(2, "distill.run_folder:write_shard", *_label_args("s3://photos-bucket/photos", out))
+    killed_after(2, "distill.run_folder:write_shard",
+                 *_label_args("s3://photos-bucket/photos", out))
     assert run_folder.completed_shards(out) == {0, 1}
     resumed = _label("s3://photos-bucket/photos", out)
     stdout, stderr = resumed.communicate(timeout=300)

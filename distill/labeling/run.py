@@ -257,7 +257,7 @@ def run_label(config: LabelConfig, progress: bool = True, max_shards: int | None
                           "and a heartbeat that object storage does not give; use --engine "
                           "ray, or a folder every process shares as --out")
     if device == "cpu" and config.score_workers != 0:
-        start_early(config.teachers)  # scoring workers are likely: their fork server imports meanwhile
+        start_early(config.teachers)  # workers are likely: their fork server imports meanwhile
     config, source, inputs = open_run(config, progress, device, main=state.is_main_process)
     state.wait_for_everyone()  # the only barrier: at the start, when every rank is alive
     if inputs is None:  # how many, from the footer of the list the main process froze

@@ -37,11 +37,7 @@ from teachers import TEACHERS, create_teachers
 
 IN_FLIGHT_PER_PROCESS = 2  # one batch computing, one queued: no process waits on the parent
 PARENT_CHECK_S = 1.0
-# imported once by the fork server, so that every worker starts with the teachers' libraries
-# (pyiqa, OpenCV) and tables (the AGGD grid) in memory: making its teachers takes ~0 s, not 2.
-# Only the run's teachers' modules: pyiqa alone takes ~2 s to import, which a technical-only
-# run would wait for before its first batch.
-PRELOAD = [__name__]
+PRELOAD = [__name__]  # with the modules of the run's teachers (`_context`)
 
 T = TypeVar("T")
 _WORKER: dict = {}  # this worker process's source, teachers and config
@@ -91,7 +87,7 @@ def _score_chunk(shard: int, inputs: list[dict]) -> ShardResult:
     return result
 
 
-def _context(teacher_names: Iterable[str] = ()) -> multiprocessing.context.BaseContext:
+def _context(teacher_names: Iterable[str]) -> multiprocessing.context.BaseContext:
     """Workers fork from a clean server process, not from this one: a process whose OpenCV or
     OpenMP thread pools have run cannot safely fork (a child that touches the pool waits on
     threads it does not have; seen with cv2.setNumThreads). The server imports the teachers'
@@ -101,16 +97,22 @@ def _context(teacher_names: Iterable[str] = ()) -> multiprocessing.context.BaseC
     if "forkserver" not in methods:
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
-    # a server already running keeps its imports: a later run with other teachers in this
-    # process only imports the rest in each worker
+    # The server imports the modules of the run's teachers once, so that every worker starts
+    # with their libraries (pyiqa, OpenCV) and tables (the AGGD grid) in memory: making its
+    # teachers takes ~0 s, not 2. Only the run's: pyiqa alone takes ~2 s to import, which a
+    # technical-only run would wait for. An unknown name is left to the run to report. A
+    # server already running keeps its imports: a later run in this process with other
+    # teachers imports the rest in each worker.
     context.set_forkserver_preload(PRELOAD + sorted({TEACHERS.module(name)
-                                                     for name in teacher_names}))
+                                                     for name in teacher_names
+                                                     if name in TEACHERS}))
     return context
 
 
 def start_early(teacher_names: Iterable[str]) -> None:
-    """Start the fork server now, so that its imports (~3 s on 2 cores) overlap the labeling
-    process's own set-up instead of delaying the first batch."""
+    """Start the fork server now, so that its imports (torch and the teachers' libraries,
+    seconds on 2 cores) overlap the labeling process's own set-up instead of delaying the
+    first batch."""
     context = _context(teacher_names)
     if context.get_start_method() == "forkserver":
         from multiprocessing import forkserver
