@@ -22,9 +22,12 @@ class Entry:
     target: str  # "package.module:factory"
     description: str
 
+    @property
+    def module(self) -> str:
+        return self.target.partition(":")[0]
+
     def load(self) -> Callable:
-        module, _, attr = self.target.partition(":")
-        return getattr(importlib.import_module(module), attr)
+        return getattr(importlib.import_module(self.module), self.target.partition(":")[2])
 
 
 class Registry(Generic[T]):
@@ -47,7 +50,7 @@ class Registry(Generic[T]):
 
     def module(self, name: str) -> str:
         """The module that defines `name` (imported by whoever makes it)."""
-        return self._entry(name).target.partition(":")[0]
+        return self._entry(name).module
 
     def describe(self, name: str) -> str:
         return self._entry(name).description

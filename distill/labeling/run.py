@@ -250,8 +250,8 @@ def run_label(config: LabelConfig, progress: bool = True, max_shards: int | None
     # cpu=True is what makes accelerate start a gloo group under torchrun on a CPU machine.
     state = PartialState(cpu=config.device == "cpu" or not torch.cuda.is_available())
     device = config.device if config.device not in ("auto", "cuda") else str(state.device)
-    out = run_out(config)
-    if remote_url(config) and state.num_processes > 1:
+    out, url = run_out(config), remote_url(config)
+    if url and state.num_processes > 1:
         raise ConfigError(f"--out {config.out} with {state.num_processes} processes (torchrun "
                           "/ accelerate launch): their shard leases need an exclusive create "
                           "and a heartbeat that object storage does not give; use --engine "
@@ -272,7 +272,7 @@ def run_label(config: LabelConfig, progress: bool = True, max_shards: int | None
         threads = min(threads, int(os.environ["OMP_NUM_THREADS"]))
     torch.set_num_threads(max(1, threads))
 
-    run = LabelRun(out, config, device, processes, workers, remote_url(config))
+    run = LabelRun(out, config, device, processes, workers, url)
     keep_teachers(run, source, teachers)
     total_shards = run_folder.shard_count(inputs, config.shard_size)
     done = run_folder.completed_shards(out)
